@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DIGITS := $(VENV)/bin/digits
+STAMP  := $(VENV)/.installed-stamp
+DATA   ?= data
+
+.PHONY: install demo data test test-all clean
+
+# The venv is (re)built whenever the pins or the project metadata change.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The built-in data: the real MNIST as a Kaggle folder with its answer key.
+$(DATA)/train.csv: | $(STAMP)
+	$(DIGITS) data prepare --out $(DATA)
+
+data: $(DATA)/train.csv
+
+demo: install data
+	$(DIGITS) tutorial --data $(DATA)
+
+test: install
+	$(PY) -m pytest
+
+# Also the long runs marked `slow`.
+test-all: install
+	$(PY) -m pytest -m ""
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

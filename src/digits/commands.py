@@ -1,0 +1,172 @@
+"""The CLI's commands: each turns parsed arguments into library calls and prints the result.
+
+Heavy imports (torch, matplotlib) happen inside the commands that need them, so that
+quick commands (``score``, ``data check`` on a submission) start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from digits.console import console
+from digits.errors import DataError, RunError
+
+
+def data(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits data prepare`` and ``digits data check``."""
+    if args.data_command == "prepare":
+        from digits.data.prepare import prepare_kaggle_folder
+
+        started = time.perf_counter()
+        result = prepare_kaggle_folder(args.out, args.seed, tuple(args.sources),
+                                       log=lambda m: console.print(f"  {m}"))
+        for path in result.files:
+            console.print(f"wrote {path}")
+        console.print(f"data ready in {result.folder} ({time.perf_counter() - started:.1f} s)")
+        return 0
+    return _check_file(Path(args.file))
+
+
+def _check_file(path: Path) -> int:
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.predict.submission import read_submission
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if _first_line(path).startswith("ImageId"):
+        labels = read_submission(path)
+        console.print(f"{path}: submission, {len(labels)} rows, ImageId 1..{len(labels)}")
+        _print_counts(labels)
+        return 0
+    started = time.perf_counter()
+    digits = load_kaggle_csv(path)
+    kind = "train" if digits.labelled else "test"
+    console.print(f"{digits.origin}: {kind} file, {len(digits)} rows of 784 pixels "
+                  f"(read in {time.perf_counter() - started:.2f} s)")
+    if digits.labels is not None:
+        _print_counts(digits.labels)
+    return 0
+
+
+def _first_line(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return fh.readline(200).decode("utf-8", "replace").strip()
+
+
+def _print_counts(labels: object) -> None:
+    import numpy as np
+
+    counts = np.bincount(np.asarray(labels), minlength=10)
+    console.print("labels: " + ", ".join(f"{d}: {c}" for d, c in enumerate(counts)))
+
+
+def train(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits train``: validate the data first, then train into a new run directory."""
+    from digits.console import EpochProgress
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.models.registry import resolve_model_args
+    from digits.train.config import TrainConfig
+    from digits.train.run import train_run
+
+    model_args = dict(args.model_arg)
+    resolve_model_args(args.model, **model_args)  # unknown model or argument: fail before any work
+    config = TrainConfig(model=args.model, model_args=model_args, epochs=args.epochs,
+                         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                         val_split=args.val_split, seed=args.seed, device=args.device)
+    source = _data_path(args, "train")
+    digits = load_kaggle_csv(source, kind="train")
+    run_dir = _make_run_dir(args.out, args.model, created)
+    console.print(f"training {args.model} on {len(digits)} rows from {source} into {run_dir}")
+    result = train_run(config, digits, run_dir, [EpochProgress()], str(source))
+    final = result.metrics["final"]
+    summary = f"val_accuracy {final['val_accuracy']:.4f}" if final["val_accuracy"] is not None else (
+        f"accuracy {final['accuracy']:.4f}" if final["accuracy"] is not None else "no epochs")
+    console.print(f"done: {summary}, {result.metrics['train_seconds']:.1f} s; run directory {run_dir}")
+    created.clear()
+    return 0
+
+
+def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
+    from digits.runs import new_run_dir
+
+    if out is None:
+        path = new_run_dir(name)
+    else:
+        path = Path(out)
+        if path.exists() and any(path.iterdir()):
+            raise RunError(f"{path}: already exists and is not empty; choose another --out")
+        path.mkdir(parents=True, exist_ok=True)
+    created.append(path)
+    return path
+
+
+def _data_path(args: argparse.Namespace, kind: str) -> Path:
+    given = getattr(args, kind)
+    return Path(given) if given else Path(args.data) / f"{kind}.csv"
+
+
+def predict(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits predict RUN_DIR``: write a Kaggle submission for a test file."""
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.predict.predictor import predict_labels
+    from digits.predict.submission import write_submission
+    from digits.runs import load_model
+    from digits.train.device import resolve_device
+
+    device = resolve_device(args.device)
+    model, card = load_model(args.run_dir, device)
+    source = _data_path(args, "test")
+    test = load_kaggle_csv(source, kind="test")
+    started = time.perf_counter()
+    labels = predict_labels(model, test.images, device=device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "submission.csv"
+    write_submission(out, labels)
+    console.print(f"{card.name}: predicted {len(labels)} digits in {time.perf_counter() - started:.2f} s "
+                  f"-> {out}")
+    return 0
+
+
+def score(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits score SUBMISSION --solution SOLUTION``: accuracy, as Kaggle computes it."""
+    from digits.predict.submission import score_submission
+
+    accuracy = score_submission(args.submission, args.solution)
+    console.print(f"score: {accuracy:.5f}")
+    return 0
+
+
+def models(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits models``: the registry, with parameter counts."""
+    from rich.table import Table
+
+    from digits.models.registry import count_parameters, create_model, list_models
+
+    table = Table("model", "parameters", "description", "target", box=None, pad_edge=False)
+    for info in list_models(args.pattern):
+        table.add_row(info.name, f"{count_parameters(create_model(info.name)):,}", info.description, info.target)
+    console.print(table)
+    return 0
+
+
+def tutorial(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits tutorial``: the whole 2017 tutorial, printing each step."""
+    from digits.console import EpochProgress
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.tutorial import TUTORIAL, run_tutorial
+
+    data_dir = Path(args.data)
+    for name in ("train.csv", "test.csv"):
+        if not (data_dir / name).is_file():
+            raise DataError(f"{data_dir / name}: missing; run `digits data prepare --out {data_dir}` first")
+    load_kaggle_csv(data_dir / "train.csv", kind="train")  # validate before creating anything
+    run_dir = _make_run_dir(args.out, "tutorial", created)
+    started = time.perf_counter()
+    result = run_tutorial(data_dir, run_dir, TUTORIAL.replace(epochs=args.epochs, seed=args.seed),
+                          say=console.print, callbacks=[EpochProgress()])
+    created.clear()
+    console.print(f"run directory: {result.run_dir} ({time.perf_counter() - started:.0f} s)")
+    if result.score is not None:
+        console.print(f"score: {result.score:.5f}")
+    return 0

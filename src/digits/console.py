@@ -1,0 +1,54 @@
+"""Terminal output for the CLI: a progress bar per epoch and the epoch table."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from digits.train.callbacks import Callback
+
+# Piped output (CI logs, `| tee`) gets wide lines instead of rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "     -" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+class EpochProgress(Callback):
+    """A progress bar while an epoch runs, then one table row per epoch (as Keras prints)."""
+
+    def __init__(self, out: Console = console) -> None:
+        self.out = out
+        self.progress: Progress | None = None
+        self.task = None
+        self.epochs = 0
+        self.steps = 0
+
+    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
+        self.epochs, self.steps = epochs, steps_per_epoch
+        self.out.print(f"{'epoch':>7} {'loss':>7} {'acc':>7} {'val_loss':>9} {'val_acc':>8} {'lr':>9} {'sec':>6}")
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        if not self.out.is_terminal:
+            return  # logs get the table rows only, not bar redraws
+        self.progress = Progress(TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=self.out, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=self.steps)
+
+    def on_batch_end(self, epoch: int, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step)
+
+    def on_epoch_end(self, epoch: int, row: dict[str, float]) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        self.out.print(f"{epoch:>3}/{self.epochs:<3} {_fmt(row['loss'])} {_fmt(row['accuracy'])} "
+                       f"{_fmt(row['val_loss']):>9} {_fmt(row['val_accuracy']):>8} "
+                       f"{row['lr']:>9.2e} {row['seconds']:>6.2f}")

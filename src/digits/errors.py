@@ -1,0 +1,24 @@
+"""One error type per family, each carrying a message a user can act on.
+
+The CLI prints ``str(error)`` on one line and exits with status 2.
+"""
+
+
+class DigitsError(Exception):
+    """Base of every error a user can cause and fix."""
+
+
+class DataError(DigitsError):
+    """A data file is missing, malformed or not what was expected."""
+
+
+class ModelError(DigitsError):
+    """A model name, its arguments or a checkpoint are wrong."""
+
+
+class RunError(DigitsError):
+    """A run directory is missing or incomplete."""
+
+
+class SubmissionError(DigitsError):
+    """A submission would be rejected by Kaggle."""

@@ -1,0 +1,110 @@
+"""The model registry: small typed builders, looked up by name.
+
+``@register_model`` records a builder with a one-line description and its stated
+target; ``create_model(name, **overrides)`` builds it (``None`` overrides are ignored, so
+CLI flags that were not given fall back to the builder's defaults).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from digits.errors import ModelError
+from digits.models.layers import Classifier
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model: its builder and what it is for."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str
+    target: str
+    mean: float = 0.0  # input normalisation after scaling pixels to [0, 1]
+    std: float = 1.0
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(name: str, *, description: str, target: str, mean: float = 0.0,
+                   std: float = 1.0) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``builder`` under ``name``. The builder returns a network that maps
+    normalised images (N, 1, 28, 28) to 10 logits."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        _REGISTRY[name] = ModelInfo(name, builder, description, target, mean, std, defaults)
+        return builder
+
+    return decorate
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """The registry entry for ``name``, or a ModelError listing the known names."""
+    _load_builtin_models()
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def list_models(pattern: str = "*") -> list[ModelInfo]:
+    """Registered models whose name matches the shell-style ``pattern``, sorted by name."""
+    _load_builtin_models()
+    return [info for name, info in sorted(_REGISTRY.items()) if fnmatch.fnmatch(name, pattern)]
+
+
+def resolve_model_args(name: str, **overrides: Any) -> dict[str, Any]:
+    """The builder's full argument set: its defaults updated by the non-None overrides."""
+    info = get_model_info(name)
+    unknown = sorted(k for k, v in overrides.items() if v is not None and k not in info.defaults)
+    if unknown:
+        raise ModelError(f"model {name!r} takes no argument {', '.join(unknown)}; "
+                         f"it takes: {', '.join(info.defaults) or 'none'}")
+    args = dict(info.defaults)
+    args.update({k: _jsonable(v) for k, v in overrides.items() if v is not None})
+    return {k: _jsonable(v) for k, v in args.items()}
+
+
+def create_model(name: str, **overrides: Any) -> Classifier:
+    """Build model ``name``: pixel normalisation followed by the registered network.
+
+    The result takes uint8 or float pixels 0-255 of shape (N, 28, 28) or (N, 1, 28, 28).
+
+    >>> model = create_model("tutorial-mlp")
+    >>> count_parameters(model)
+    25450
+    """
+    info = get_model_info(name)
+    args = resolve_model_args(name, **overrides)
+    try:
+        net = info.builder(**args)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"model {name!r} cannot be built with {args}: {exc}") from None
+    return Classifier(net, mean=info.mean, std=info.std)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """The number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _jsonable(value: Any) -> Any:
+    # Model arguments go into model.json, so tuples become lists and back via the builder.
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _load_builtin_models() -> None:
+    # Importing the architecture modules runs their @register_model decorators.
+    from digits.models import mlp  # noqa: F401

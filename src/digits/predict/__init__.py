@@ -1,0 +1,1 @@
+"""Prediction, submissions and scoring."""

@@ -1,0 +1,77 @@
+"""Kaggle submissions (``ImageId,Label``): write them, check them as Kaggle does, score them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from digits.atomic import write_text
+from digits.errors import DataError, SubmissionError
+
+HEADER = "ImageId,Label"
+
+
+def write_submission(target: str | os.PathLike[str], labels: np.ndarray) -> Path:
+    """Write ``ImageId,Label`` rows, ImageId 1..N, atomically."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = "\n".join(f"{i},{label}" for i, label in enumerate(labels.tolist(), start=1))
+    return write_text(target, f"{HEADER}\n{rows}\n")
+
+
+def read_submission(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a submission as Kaggle would accept it; return labels ordered by ImageId.
+
+    Raises SubmissionError naming the line for: a wrong header, a malformed row, a
+    non-integer, a label outside 0-9, a duplicate ImageId, or ImageIds that are not 1..N.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"{path}: no such file")
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SubmissionError(f"{path}: not CSV text") from None
+    if not lines or lines[0].strip().replace(" ", "") != HEADER:
+        found = lines[0][:40] if lines else "an empty file"
+        raise SubmissionError(f"{path}: line 1: expected the header '{HEADER}', found '{found}'")
+    by_id: dict[int, int] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        image_id, label = _parse_row(line, number, path)
+        if image_id in by_id:
+            raise SubmissionError(f"{path}: line {number}: duplicate ImageId {image_id}")
+        by_id[image_id] = label
+    expected = set(range(1, len(by_id) + 1))
+    if set(by_id) != expected:
+        bad = min(set(by_id) - expected)
+        raise SubmissionError(f"{path}: ImageId {bad} is out of range; ImageIds must be 1..{len(by_id)}")
+    return np.array([by_id[i] for i in range(1, len(by_id) + 1)], dtype=np.int64)
+
+
+def _parse_row(line: str, number: int, path: Path) -> tuple[int, int]:
+    fields = line.strip().split(",")
+    if len(fields) != 2:
+        raise SubmissionError(f"{path}: line {number}: expected 2 values (ImageId,Label), found {len(fields)}")
+    values = []
+    for name, field in zip(("ImageId", "Label"), fields):
+        field = field.strip()
+        if not (field.isascii() and field.isdigit()):
+            raise SubmissionError(f"{path}: line {number}, column {name}: '{field[:20]}' is not an integer")
+        values.append(int(field))
+    if not 0 <= values[1] <= 9:
+        raise SubmissionError(f"{path}: line {number}, column Label: {values[1]} is outside 0-9")
+    return values[0], values[1]
+
+
+def score_submission(submission: str | os.PathLike[str], solution: str | os.PathLike[str]) -> float:
+    """Categorization accuracy of ``submission`` against the answer key, as Kaggle scores it."""
+    try:
+        truth = read_submission(solution)
+    except SubmissionError as exc:
+        raise DataError(f"solution file: {exc}") from None
+    predicted = read_submission(submission)
+    if len(predicted) != len(truth):
+        raise SubmissionError(f"{submission}: {len(predicted)} rows, expected {len(truth)} "
+                              f"(one per test image)")
+    return float(np.mean(predicted == truth))

@@ -1,0 +1,1 @@
+"""Training: configuration, the fit loop, history, callbacks, run directories."""
