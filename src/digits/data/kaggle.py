@@ -24,7 +24,6 @@ from digits.errors import DataError
 PIXELS = tuple(f"pixel{i}" for i in range(784))
 TRAIN_HEADER = ("label", *PIXELS)
 TEST_HEADER = PIXELS
-KAGGLE_FILES = ("train.csv", "test.csv", "sample_submission.csv")
 CACHE_FORMAT = 1
 
 

@@ -112,18 +112,19 @@ def parse_idx(data: bytes, origin: str) -> np.ndarray:
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
         raise DataError(f"{origin}: not an IDX file of unsigned bytes")
     ndim = data[3]
-    dims = np.frombuffer(data, ">u4", count=ndim, offset=4).astype(int)
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise DataError(f"{origin}: IDX header says {tuple(dims)}, body holds {body.size} bytes")
+        raise DataError(f"{origin}: IDX header says {dims}, body holds {body.size} bytes")
     return body.reshape(dims)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Admits only what a pickled ndarray needs, so a hostile pickle cannot run code."""
 
+    # _codecs.encode only turns text into bytes; Python 3 writes array buffers through it.
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("numpy._core.multiarray", "_reconstruct")}
+               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self.ALLOWED:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.atomic import atomic_path, write_text
-from digits.data.kaggle import KAGGLE_FILES, load_kaggle_csv, write_kaggle_csv
+from digits.data.kaggle import load_kaggle_csv, write_kaggle_csv
 from digits.data.mnist import Mnist, load_mnist
 from digits.errors import DataError
 from digits.predict.submission import write_submission
@@ -71,15 +71,14 @@ def prepare_kaggle_folder(out: str | os.PathLike[str], seed: int = 0,
 
 
 def _unpack_kaggle_zip(zip_path: Path, out: Path, log: Callable[[str], None]) -> PreparedData:
-    written = []
-    for name in KAGGLE_FILES:
-        data = load_kaggle_csv(zip_path, member=name) if name != "sample_submission.csv" else None
-        if data is not None:
-            written.append(write_kaggle_csv(out / name, data.images, data.labels))
+    """Kaggle's own zip: validate its train and test files and write them out (no answer key)."""
+    train = load_kaggle_csv(zip_path, member="train.csv", kind="train")
+    test = load_kaggle_csv(zip_path, member="test.csv", kind="test")
+    written = (write_kaggle_csv(out / "train.csv", train.images, train.labels),
+               write_kaggle_csv(out / "test.csv", test.images, None),
+               write_submission(out / "sample_submission.csv", np.zeros(len(test), np.int64)))
     log(f"unpacked Kaggle's files from {zip_path}")
-    if not written:
-        raise DataError(f"{zip_path}: holds neither train.csv nor test.csv")
-    return PreparedData(out, tuple(written), str(zip_path))
+    return PreparedData(out, written, str(zip_path))
 
 
 def load_standard_split(folder: str | os.PathLike[str]) -> tuple[np.ndarray, ...]:

@@ -1,0 +1,117 @@
+"""The commands on their own: train, predict, score, tutorial; errors are one line, status 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import FIXTURES
+
+
+def test_train_predict_score_chain(tmp_path, kaggle_dir, cli):
+    run = tmp_path / "run"
+    trained = cli("train", "--model", "tutorial-mlp", "--data", kaggle_dir, "--epochs", "2", "--seed", "1",
+                  "--out", run)
+    assert trained.code == 0, trained.err
+    assert "val_accuracy" in trained.out and (run / "model.safetensors").is_file()
+    predicted = cli("predict", run, "--data", kaggle_dir)
+    assert predicted.code == 0, predicted.err
+    assert (run / "submission.csv").read_text().startswith("ImageId,Label\n1,")
+    scored = cli("score", run / "submission.csv", "--solution", kaggle_dir / "solution.csv")
+    assert scored.code == 0
+    assert 0.5 < float(scored.out.split()[-1]) <= 1.0
+
+
+def test_train_flags_reach_the_run_config(tmp_path, cli):
+    run = tmp_path / "run"
+    result = cli("train", "--train", FIXTURES / "train.csv", "--epochs", "1", "--batch-size", "32",
+                 "--val-split", "0.2", "--seed", "5", "--optimizer", "adam", "--lr", "0.002",
+                 "--model", "mlp", "--model-arg", "hidden=[64,32]", "--out", run)
+    assert result.code == 0, result.err
+    config = json.loads((run / "config.json").read_text())["train"]
+    assert config | {"device": "x"} == config | {
+        "model": "mlp", "model_args": {"hidden": [64, 32]}, "epochs": 1, "batch_size": 32,
+        "val_split": 0.2, "seed": 5, "optimizer": "adam", "lr": 0.002, "device": "x"}
+
+
+def test_default_run_directory_is_timestamped_under_runs(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", "--train", FIXTURES / "train.csv", "--epochs", "1")
+    assert result.code == 0, result.err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.endswith("-tutorial-mlp") and run.name[:8].isdigit()
+
+
+BAD_FLAGS = [
+    ["train", "--epochs", "-1"],
+    ["train", "--batch-size", "0"],
+    ["train", "--val-split", "1.5"],
+    ["train", "--lr", "fast"],
+    ["train", "--optimizer", "adagrad"],
+    ["train", "--model", "nope"],
+    ["train", "--model-arg", "depth=3"],
+    ["train", "--device", "tpu"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_FLAGS, ids=" ".join)
+def test_bad_flag_values_are_one_line_errors_with_status_2(tmp_path, cli, args):
+    out = tmp_path / "run"
+    result = cli(*args, "--train", FIXTURES / "train.csv", "--out", out)
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "Traceback" not in result.err
+    assert not out.exists(), "nothing half-written"
+
+
+def test_bad_training_file_leaves_no_run_directory(tmp_path, cli):
+    bad = tmp_path / "train.csv"
+    bad.write_text("label,pixel0\n1,2\n")
+    result = cli("train", "--train", bad, "--out", tmp_path / "run")
+    assert result.code == 2 and "train.csv: line 1: header has 2 columns" in result.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_with_missing_run_directory(tmp_path, kaggle_dir, cli):
+    result = cli("predict", tmp_path / "nowhere", "--data", kaggle_dir)
+    assert result.code == 2 and "no such run directory" in result.err
+
+
+def test_predict_with_incompatible_checkpoint_leaves_no_submission(tmp_path, kaggle_dir, cli):
+    run = tmp_path / "run"
+    assert cli("train", "--data", kaggle_dir, "--epochs", "1", "--out", run).code == 0
+    card = json.loads((run / "model.json").read_text())
+    card["architecture"] = "mlp-256"
+    (run / "model.json").write_text(json.dumps(card))
+    result = cli("predict", run, "--data", kaggle_dir, "--out", tmp_path / "sub.csv")
+    assert result.code == 2 and "incompatible checkpoint" in result.err
+    assert result.err.count("\n") == 1 and not (tmp_path / "sub.csv").exists()
+
+
+def test_predict_refuses_a_train_file_as_test_file(tmp_path, kaggle_dir, cli):
+    run = tmp_path / "run"
+    assert cli("train", "--data", kaggle_dir, "--epochs", "1", "--out", run).code == 0
+    result = cli("predict", run, "--test", kaggle_dir / "train.csv")
+    assert result.code == 2 and "expected a test file" in result.err
+
+
+def test_tutorial_runs_every_step_and_ends_with_the_score(tmp_path, kaggle_dir, cli):
+    run = tmp_path / "tut"
+    result = cli("tutorial", "--data", kaggle_dir, "--out", run, "--epochs", "4")
+    assert result.code == 0, result.err
+    for step in ("[1/6]", "[2/6]", "[3/6] epochs chosen:", "[4/6]", "[5/6]", "[6/6]"):
+        assert step in result.out
+    last = result.out.strip().splitlines()[-1]
+    assert last.startswith("score: 0.") and float(last.split()[1]) > 0.8
+    for name in ("samples.png", "history.csv", "curves.png", "model.safetensors", "submission.csv",
+                 "validation/history.csv", "validation/curves.png"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["chosen_by"] == "lowest validation loss" and 1 <= metrics["chosen_epochs"] <= 4
+    assert metrics["epochs"] == metrics["chosen_epochs"]
+
+
+def test_tutorial_without_data_says_how_to_get_it(tmp_path, cli):
+    result = cli("tutorial", "--data", tmp_path / "empty", "--out", tmp_path / "tut")
+    assert result.code == 2 and "digits data prepare" in result.err
+    assert not (tmp_path / "tut").exists()
