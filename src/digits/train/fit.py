@@ -92,6 +92,9 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
     seed gives the same history, bit for bit (apart from the seconds column).
     """
     device = device or resolve_device(config.device)
+    from digits.train.fast_mlp import can_fit_fast, fit_fast  # here: fast_mlp imports this module
+    if can_fit_fast(model, config, callbacks, device):  # plain MLP on the CPU: hand-fused step
+        return fit_fast(model, train, config, val, callbacks)
     model.to(device)
     data = TensorSet.from_digits(train, device)
     val_data = TensorSet.from_digits(val, device) if val is not None and len(val) else None
