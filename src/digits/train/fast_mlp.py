@@ -66,6 +66,24 @@ def mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
     return linears
 
 
+def is_small_mlp(model: nn.Module) -> bool:
+    """A plain MLP so small that one CPU thread runs it faster than several: its matmuls
+    take microseconds, less than waking (or, on a busy machine, waiting for) a second thread."""
+    layers = mlp_layers(model)
+    return layers is not None and sum(p.numel() for l in layers for p in l.parameters()) < SMALL_MODEL
+
+
+@contextmanager
+def use_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def can_fit_fast(model: nn.Module, config: TrainConfig, callbacks: Sequence[Callback] = (),
                  device: torch.device | None = None) -> bool:
     """Whether ``fit_fast`` computes exactly what the general loop would for this run."""
@@ -194,15 +212,13 @@ def _cpu_settings(threads: int) -> Iterator[None]:
     (sqrt(v) < 1.1e-19 is lost next to eps = 1e-7 either way) and TensorFlow's CPU threads
     do the same. torch has no getter for the flag, so it is probed.
     """
-    threads_before = torch.get_num_threads()
     flushing_before = torch.tensor([1e-39]).mul_(1.0).item() == 0.0
-    torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     try:
-        yield
+        with use_threads(threads):
+            yield
     finally:
         torch.set_flush_denormal(flushing_before)
-        torch.set_num_threads(threads_before)
 
 
 def fit_fast(model: Classifier, train: DigitSet, config: TrainConfig, val: DigitSet | None = None,
@@ -216,7 +232,7 @@ def fit_fast(model: Classifier, train: DigitSet, config: TrainConfig, val: Digit
     data = TensorSet.from_digits(train, torch.device("cpu"))
     val_data = TensorSet.from_digits(val, torch.device("cpu")) if val is not None and len(val) else None
     flat = FlatParameters(layers)
-    threads = 1 if flat.data.numel() < SMALL_MODEL else torch.get_num_threads()
+    threads = 1 if is_small_mlp(model) else torch.get_num_threads()
     try:
         with _cpu_settings(threads), torch.no_grad():
             return _train(model, data, val_data, flat, config, callbacks)
