@@ -181,6 +181,7 @@ class FusedMlpStep:
 
     def __init__(self, flat: FlatParameters) -> None:
         self.flat = flat
+        self.weights_t = [w.t() for w in flat.weights]  # (in, out) views, made once
 
     def __call__(self, x: torch.Tensor, target_grad: torch.Tensor, logits: torch.Tensor) -> None:
         """One batch: ``x`` (B, 784) scaled pixels; ``target_grad`` (B, 10) is -1/B at each
@@ -188,9 +189,9 @@ class FusedMlpStep:
         ``logits``: the epoch's loss and accuracy are computed from them afterwards."""
         f = self.flat
         activations = [x]  # input of each Linear, (B, width)
-        for w, b in zip(f.weights[:-1], f.biases[:-1]):
-            activations.append(torch.addmm(b, activations[-1], w.t()).relu_())
-        torch.addmm(f.biases[-1], activations[-1], f.weights[-1].t(), out=logits)
+        for w_t, b in zip(self.weights_t[:-1], f.biases[:-1]):
+            activations.append(torch.addmm(b, activations[-1], w_t).relu_())
+        torch.addmm(f.biases[-1], activations[-1], self.weights_t[-1], out=logits)
         # d(mean cross-entropy)/d(logits) = (softmax - onehot) / B, by the very kernels autograd
         # runs for F.cross_entropy, so the gradients match it bit for bit.
         delta = torch.ops.aten._log_softmax_backward_data(target_grad, torch.log_softmax(logits, 1), 1,
@@ -290,9 +291,9 @@ def _train_epoch(model: Classifier, step: FusedMlpStep, rule: UpdateRule, pixels
     x = torch.empty(batch_size, 784, dtype=model.scale.dtype)
     shift = float(model.shift) != 0.0  # adding +0.0 to the (non-negative) scaled pixels is a no-op
     for number, (idx, target, out) in enumerate(batches, start=1):
-        # Exactly the model's own first step: float(pixels) * scale + shift.
-        batch = torch.mul(torch.index_select(pixels, 0, idx, out=raw[:len(idx)]), model.scale,
-                          out=x[:len(idx)])
+        # Exactly the model's own first step, float(pixels) * scale + shift, in place (a
+        # mixed-dtype mul would allocate a converted copy first).
+        batch = x[:len(idx)].copy_(torch.index_select(pixels, 0, idx, out=raw[:len(idx)])).mul_(model.scale)
         if shift:
             batch.add_(model.shift)
         step(batch, target, out)
