@@ -99,7 +99,7 @@ def parse_kaggle_bytes(raw: bytes, origin: str) -> DigitSet:
 
 
 def _polars_parse(raw: bytes, header: tuple[str, ...]) -> np.ndarray | None:
-    import polars as pl  # here, not at the top: a cached read (every read but the first) never needs it
+    import polars as pl  # imported here: commands that never parse CSV start faster
 
     # UInt8 makes polars itself reject negatives and values above 255.
     schema = {name: pl.UInt8 for name in header}
@@ -184,6 +184,7 @@ def write_kaggle_csv(target: str | os.PathLike[str], images: np.ndarray,
                      labels: np.ndarray | None) -> Path:
     """Write images (and labels, for a train file) in Kaggle's CSV format, atomically."""
     import polars as pl
+
     flat = images.reshape(len(images), 784)
     columns = {} if labels is None else {"label": np.asarray(labels, np.uint8)}
     columns.update({name: flat[:, i] for i, name in enumerate(PIXELS)})
