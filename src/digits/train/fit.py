@@ -74,13 +74,14 @@ class StepSettings:
 def train_one_epoch(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
                     optimizer: torch.optim.Optimizer, data: TensorSet, order: torch.Tensor,
                     settings: StepSettings, schedule: Schedule | None = None,
-                    callbacks: Sequence[Callback] = (), epoch: int = 0) -> tuple[float, float]:
-    """One pass over ``data`` in ``order``; returns (mean loss, accuracy) over the examples."""
+                    callbacks: Sequence[Callback] = (), epoch: int = 0) -> tuple[float, float, float]:
+    """One pass over ``data`` in ``order``; returns (mean loss, accuracy, learning rate of the
+    last step)."""
     model.train()
     device = data.x.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
+    seen, lr = 0, optimizer.param_groups[0]["lr"]
     for step, start in enumerate(range(0, len(order), settings.batch_size), start=1):
         idx = order[start:start + settings.batch_size]
         if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -93,6 +94,7 @@ def train_one_epoch(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.M
         loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         if schedule is not None:
             schedule.after_step()
@@ -102,7 +104,7 @@ def train_one_epoch(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.M
         seen += len(idx)
         for cb in callbacks:
             cb.on_batch_end(epoch, step)
-    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), lr
 
 
 @torch.no_grad()
@@ -196,12 +198,12 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
         started = time.perf_counter()
         order = (torch.randperm(len(data), generator=generator) if config.shuffle
                  else torch.arange(len(data))).to(device)
-        loss, acc = train_one_epoch(forward, model, optimizer, data, order, settings, schedule, callbacks, epoch)
+        loss, acc, lr = train_one_epoch(forward, model, optimizer, data, order, settings, schedule, callbacks, epoch)
         seconds = time.perf_counter() - started
         val_loss, val_acc = (evaluate(model, val_data, precision=config.precision) if val_data is not None
                              else (math.nan, math.nan))
         row = {"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss, "val_accuracy": val_acc,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": seconds}
+               "lr": lr, "seconds": seconds}
         if schedule is not None:
             schedule.after_epoch(val_acc if mode == "max" else val_loss)
         history.append(row)
