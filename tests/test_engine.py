@@ -203,3 +203,21 @@ def test_preset_with_flag_overrides(tmp_path, kaggle_dir, cli):
     assert config["model"] == "fast-cnn" and config["batch_size"] == 128 and config["schedule"] == "onecycle"
     assert config["optimizer_args"] == {"betas": [0.7, 0.9]}
     assert math.isclose(config["lr"], 0.01)
+
+
+def test_cuda_graph_schedule_table_matches_the_eager_schedule():
+    from digits.train.graphed import schedule_table
+
+    config = SMALL.replace(epochs=3, schedule="exponential", schedule_args={"gamma": 0.5})
+    assert schedule_table(config, 2) == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    onecycle = schedule_table(SMALL.replace(epochs=1, schedule="onecycle"), 100)
+    assert max(onecycle) == pytest.approx(1e-3) and onecycle[-1] < 1e-6 and onecycle[0] < 1e-4
+    with pytest.raises(DigitsError, match="plateau depends on validation"):
+        schedule_table(SMALL.replace(schedule="plateau"), 10)
+
+
+def test_cuda_graphs_are_ignored_on_cpu(digits_800):
+    train, val = digits_800.split_last(0.25)
+    plain = train_model(SMALL.replace(model="softmax", epochs=1), train, val)[1].rows[0]
+    graphs = train_model(SMALL.replace(model="softmax", epochs=1, cuda_graphs=True), train, val)[1].rows[0]
+    assert plain["loss"] == graphs["loss"]

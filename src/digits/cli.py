@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast")
     train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     train.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
+    train.add_argument("--cuda-graphs", action="store_true", default=None,
+                       help="on CUDA, replay captured optimizer steps (drops the last partial batch)")
     train.add_argument("--ensemble", type=_positive_int, metavar="N", help="train N members (seeds seed..seed+N-1)")
     train.add_argument("--bagging", type=_fraction, metavar="F",
                        help="each ensemble member holds out its own random fraction F for validation")

@@ -95,7 +95,7 @@ def _training_spec(args: argparse.Namespace):
                           schedule=args.schedule, label_smoothing=args.label_smoothing,
                           early_stopping=args.early_stopping, val_split=args.val_split, seed=args.seed,
                           device=args.device, precision=args.precision, compile=args.compile,
-                          channels_last=args.channels_last)
+                          channels_last=args.channels_last, cuda_graphs=args.cuda_graphs)
     config = config.replace(model_args=model_args, augment=augment)
     resolve_model_args(config.model, **config.model_args)  # unknown model or argument: fail before any work
     from digits.train.device import resolve_device

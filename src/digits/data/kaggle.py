@@ -14,7 +14,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from digits.atomic import atomic_path
 from digits.data.dataset import DigitSet
@@ -100,6 +99,8 @@ def parse_kaggle_bytes(raw: bytes, origin: str) -> DigitSet:
 
 
 def _polars_parse(raw: bytes, header: tuple[str, ...]) -> np.ndarray | None:
+    import polars as pl  # imported here: commands that never parse CSV start faster
+
     # UInt8 makes polars itself reject negatives and values above 255.
     schema = {name: pl.UInt8 for name in header}
     try:
@@ -182,6 +183,8 @@ def _is_integer(field: str) -> bool:
 def write_kaggle_csv(target: str | os.PathLike[str], images: np.ndarray,
                      labels: np.ndarray | None) -> Path:
     """Write images (and labels, for a train file) in Kaggle's CSV format, atomically."""
+    import polars as pl
+
     flat = images.reshape(len(images), 784)
     columns = {} if labels is None else {"label": np.asarray(labels, np.uint8)}
     columns.update({name: flat[:, i] for i, name in enumerate(PIXELS)})

@@ -35,6 +35,7 @@ class TrainConfig:
     precision: str = "fp32"       # fp32 | bf16 (autocast; AMX on recent CPUs, tensor cores on GPUs)
     compile: bool = False         # torch.compile the model
     channels_last: bool = False   # NHWC memory layout for convolutions
+    cuda_graphs: bool = False     # on CUDA: replay captured optimizer steps (drops the last partial batch)
 
     def __post_init__(self) -> None:
         if self.epochs < 0:

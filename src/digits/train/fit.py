@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from digits.data.dataset import DigitSet
+from digits.errors import DigitsError
 from digits.models.registry import create_model
 from digits.train.augment import random_affine
 from digits.train.callbacks import Callback
@@ -164,6 +165,8 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
     """
     device = device or resolve_device(config.device)
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if config.compile else model
@@ -171,11 +174,18 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
     val_data = TensorSet.from_digits(val, device) if val is not None and len(val) else None
     if config.early_stopping and val_data is None:
         raise ValueError("early stopping needs a validation set")
-    optimizer = build_optimizer(config.optimizer, model.parameters(), config.lr,
-                                weight_decay=config.weight_decay, **config.optimizer_args)
-    steps = math.ceil(len(data) / config.batch_size)
+    graphed = None
+    if config.cuda_graphs and device.type == "cuda":
+        if resume:
+            raise DigitsError("runs with CUDA graphs keep no checkpoints to resume from")
+        graphed = _graphed_trainer(forward, data, config)
+        checkpoint_dir = None if graphed else checkpoint_dir
+    optimizer = graphed.optimizer if graphed else build_optimizer(
+        config.optimizer, model.parameters(), config.lr, weight_decay=config.weight_decay, **config.optimizer_args)
+    steps = graphed.steps if graphed else math.ceil(len(data) / config.batch_size)
     mode = "max" if config.monitor == "val_accuracy" else "min"
-    schedule = build_schedule(config.schedule, optimizer, config.epochs, steps, mode, **config.schedule_args)
+    schedule = None if graphed else build_schedule(config.schedule, optimizer, config.epochs, steps, mode,
+                                                   **config.schedule_args)
     generator = torch.Generator().manual_seed(config.seed)
     settings = StepSettings(config.batch_size, config.label_smoothing, dict(config.augment), config.precision)
     tracker = BestTracker(config.monitor, config.early_stopping)
@@ -196,9 +206,13 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
         for cb in callbacks:
             cb.on_epoch_begin(epoch)
         started = time.perf_counter()
-        order = (torch.randperm(len(data), generator=generator) if config.shuffle
-                 else torch.arange(len(data))).to(device)
-        loss, acc, lr = train_one_epoch(forward, model, optimizer, data, order, settings, schedule, callbacks, epoch)
+        if graphed is not None:
+            loss, acc, lr = graphed.run_epoch(generator)
+        else:
+            order = (torch.randperm(len(data), generator=generator) if config.shuffle
+                     else torch.arange(len(data))).to(device)
+            loss, acc, lr = train_one_epoch(forward, model, optimizer, data, order, settings, schedule,
+                                            callbacks, epoch)
         seconds = time.perf_counter() - started
         val_loss, val_acc = (evaluate(model, val_data, precision=config.precision) if val_data is not None
                              else (math.nan, math.nan))
@@ -220,6 +234,22 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
     for cb in callbacks:
         cb.on_train_end(history)
     return history
+
+
+def _graphed_trainer(model: nn.Module, data: TensorSet, config: TrainConfig):
+    """A CUDA-graph trainer, or None (with a warning) when this model cannot be captured."""
+    import warnings
+
+    from digits.train.graphed import GraphedTrainer
+
+    try:
+        return GraphedTrainer(model, data, config)
+    except DigitsError:
+        raise
+    except RuntimeError as exc:  # an operation that cannot be captured: train eagerly instead
+        warnings.warn(f"CUDA graph capture failed, training without graphs: {exc}", stacklevel=2)
+        torch.cuda.synchronize()
+        return None
 
 
 def train_model(config: TrainConfig, train: DigitSet, val: DigitSet | None = None,
