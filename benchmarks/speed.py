@@ -51,7 +51,7 @@ from digits.predict.predictor import predict_labels  # noqa: E402
 from digits.predict.submission import read_submission  # noqa: E402
 from digits.runs import save_model  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
-from digits.train.fit import TensorSet, seed_everything, train_model, train_one_epoch  # noqa: E402
+from digits.train.fit import StepSettings, TensorSet, seed_everything, train_model, train_one_epoch  # noqa: E402
 from digits.train.optim import build_optimizer  # noqa: E402
 
 TUTORIAL = TrainConfig(model="tutorial-mlp", epochs=10, batch_size=64, optimizer="rmsprop", lr=1e-3,
@@ -166,8 +166,8 @@ def digits_general_loop(data: Kaggle) -> Callable[[int], Measurement]:
         generator = torch.Generator().manual_seed(config.seed)
         started, cpu = time.perf_counter(), time.process_time()
         for _ in range(config.epochs):
-            train_one_epoch(model, optimizer, tensors, config.batch_size,
-                            torch.randperm(len(tensors), generator=generator))
+            train_one_epoch(model, model, optimizer, tensors, torch.randperm(len(tensors), generator=generator),
+                            StepSettings(config.batch_size))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         return Measurement(seconds, accuracy_of(model, data), cpu)
     return run

@@ -20,7 +20,7 @@ from digits.runs import load_model, save_model
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
 from digits.train.fast_mlp import can_fit_fast, fit_fast
-from digits.train.fit import TensorSet, evaluate, fit, seed_everything, train_one_epoch
+from digits.train.fit import StepSettings, TensorSet, evaluate, fit, seed_everything, train_one_epoch
 from digits.train.optim import build_optimizer
 
 from conftest import FIXTURES
@@ -58,7 +58,7 @@ def _reference_fit(model, train, val, config):
     rows = []
     for _ in range(config.epochs):
         order = torch.randperm(len(data), generator=generator)
-        loss, acc = train_one_epoch(model, optimizer, data, config.batch_size, order)
+        loss, acc, _ = train_one_epoch(model, model, optimizer, data, order, StepSettings(config.batch_size))
         rows.append((loss, acc, *evaluate(model, val_data)))
     return rows
 
@@ -107,9 +107,9 @@ def test_fit_takes_the_fast_path_for_the_tutorial_and_gives_the_same_seed_the_sa
 
 @dataclass(frozen=True)
 class ExtendedConfig(TrainConfig):
-    """TrainConfig as another feature (augmentation, say) might extend it."""
+    """TrainConfig as a feature added later (mixup, say) might extend it."""
 
-    augment: tuple[str, ...] = ()
+    mixup: float = 0.0
 
 
 @pytest.mark.parametrize("model, config, device", [
@@ -118,7 +118,12 @@ class ExtendedConfig(TrainConfig):
     ("tutorial-mlp", BASE.replace(optimizer_args={"weight_decay": 1e-4}), CPU),
     ("tutorial-mlp", BASE.replace(optimizer="adam", optimizer_args={"amsgrad": True}), CPU),
     ("tutorial-mlp", BASE, torch.device("cuda")),
-    ("tutorial-mlp", ExtendedConfig(augment=("rotation=10",)), CPU),
+    ("tutorial-mlp", BASE.replace(schedule="onecycle"), CPU),
+    ("tutorial-mlp", BASE.replace(augment={"rotation": 10.0}), CPU),
+    ("tutorial-mlp", BASE.replace(label_smoothing=0.1), CPU),
+    ("tutorial-mlp", BASE.replace(weight_decay=1e-4), CPU),
+    ("tutorial-mlp", BASE.replace(precision="bf16"), CPU),
+    ("tutorial-mlp", ExtendedConfig(mixup=0.2), CPU),
 ])
 def test_anything_the_fast_path_cannot_do_goes_to_the_general_loop(model, config, device):
     net = create_model("mlp", dropout=0.25) if model == "mlp-dropout" else create_model(model)

@@ -66,6 +66,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -97,26 +107,47 @@ def build_parser() -> argparse.ArgumentParser:
     check = data.add_parser("check", formatter_class=fmt, help="validate a train, test or submission file")
     check.add_argument("file", metavar="FILE")
 
-    train = sub.add_parser("train", formatter_class=fmt, help="train one model into a run directory")
-    train.add_argument("--model", default="tutorial-mlp", metavar="NAME", help="see `digits models`")
+    train = sub.add_parser("train", formatter_class=fmt,
+                           help="train one model (or an ensemble) into a run directory; flags override the preset")
+    train.add_argument("--preset", metavar="NAME", help="tutorial, fast, cpu-best, gpu-best or a .toml file")
+    train.add_argument("--model", metavar="NAME", help="see `digits models` (default: tutorial-mlp)")
     train.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="builder argument, JSON value (e.g. hidden=[512,256])")
     _add_data_flags(train, "train")
-    train.add_argument("--epochs", type=_non_negative_int, default=25, metavar="N")
-    train.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
-    train.add_argument("--optimizer", default="rmsprop", choices=["sgd", "rmsprop", "adam", "adamw"])
-    train.add_argument("--lr", type=_positive_float, default=1e-3, metavar="LR", help="learning rate")
-    train.add_argument("--val-split", type=_fraction, default=0.05, metavar="F",
-                       help="last fraction of rows held out for validation, before shuffling")
-    train.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    train.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<model>)")
+    train.add_argument("--epochs", type=_non_negative_int, metavar="N", help="default 25")
+    train.add_argument("--batch-size", type=_positive_int, metavar="N", help="default 64")
+    train.add_argument("--optimizer", choices=["sgd", "rmsprop", "adam", "adamw"], help="default rmsprop")
+    train.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate, default 0.001")
+    train.add_argument("--weight-decay", type=_non_negative_float, metavar="WD")
+    train.add_argument("--schedule", choices=["constant", "step", "exponential", "cosine", "onecycle", "plateau"])
+    train.add_argument("--label-smoothing", type=_fraction, metavar="F")
+    train.add_argument("--augment", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="rotation=10 zoom=0.1 shift=0.1 elastic=2 (on the device, per batch)")
+    train.add_argument("--early-stopping", type=_non_negative_int, metavar="PATIENCE",
+                       help="stop after PATIENCE epochs without a better val_accuracy, keep the best weights")
+    train.add_argument("--val-split", type=_fraction, metavar="F",
+                       help="last fraction of rows held out for validation, before shuffling (default 0.05)")
+    train.add_argument("--seed", type=_non_negative_int, metavar="N", help="default 0")
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    train.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast")
+    train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    train.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
+    train.add_argument("--cuda-graphs", action="store_true", default=None,
+                       help="on CUDA, replay captured optimizer steps (drops the last partial batch)")
+    train.add_argument("--ensemble", type=_positive_int, metavar="N", help="train N members (seeds seed..seed+N-1)")
+    train.add_argument("--bagging", type=_fraction, metavar="F",
+                       help="each ensemble member holds out its own random fraction F for validation")
+    train.add_argument("--workers", type=_positive_int, metavar="N", help="ensemble members trained at once")
+    train.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<preset or model>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
 
     predict = sub.add_parser("predict", formatter_class=fmt, help="predict a test file into submission.csv")
     predict.add_argument("run_dir", metavar="RUN_DIR")
     _add_data_flags(predict, "test")
     predict.add_argument("--out", metavar="CSV", help="submission file (default: RUN_DIR/submission.csv)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    predict.add_argument("--tta", action="store_true", default=None,
+                         help="test-time augmentation: average over 1-pixel shifts")
 
     score = sub.add_parser("score", formatter_class=fmt, help="score a submission as Kaggle does")
     score.add_argument("submission", metavar="SUBMISSION")

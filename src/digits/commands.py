@@ -63,28 +63,93 @@ def _print_counts(labels: object) -> None:
 
 
 def train(args: argparse.Namespace, created: list[Path]) -> int:
-    """``digits train``: validate the data first, then train into a new run directory."""
-    from digits.console import EpochProgress
+    """``digits train``: validate everything first, then train into a new run directory."""
     from digits.data.kaggle import load_kaggle_csv
-    from digits.models.registry import resolve_model_args
-    from digits.train.config import TrainConfig
-    from digits.train.run import train_run
 
-    model_args = dict(args.model_arg)
-    resolve_model_args(args.model, **model_args)  # unknown model or argument: fail before any work
-    config = TrainConfig(model=args.model, model_args=model_args, epochs=args.epochs,
-                         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                         val_split=args.val_split, seed=args.seed, device=args.device)
+    if args.resume:
+        return _resume(args)
+    spec, name = _training_spec(args)
     source = _data_path(args, "train")
     digits = load_kaggle_csv(source, kind="train")
-    run_dir = _make_run_dir(args.out, args.model, created)
-    console.print(f"training {args.model} on {len(digits)} rows from {source} into {run_dir}")
-    result = train_run(config, digits, run_dir, [EpochProgress()], str(source))
+    run_dir = _make_run_dir(args.out, name, created)
+    console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}")
+    _train_into(spec, digits, run_dir, str(source))
+    created.clear()
+    return 0
+
+
+def _training_spec(args: argparse.Namespace):
+    """The preset (or defaults) with every given flag applied on top."""
+    from digits.models.registry import resolve_model_args
+    from digits.presets import load_preset
+    from digits.train.config import TrainConfig
+    from digits.train.ensemble import EnsembleSpec
+
+    preset = load_preset(args.preset) if args.preset else None
+    base = preset.config if preset else TrainConfig()
+    model_args = dict(base.model_args) if args.model in (None, base.model) else {}
+    model_args.update(dict(args.model_arg))
+    augment = dict(base.augment) | dict(args.augment)
+    config = base.replace(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                          optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                          schedule=args.schedule, label_smoothing=args.label_smoothing,
+                          early_stopping=args.early_stopping, val_split=args.val_split, seed=args.seed,
+                          device=args.device, precision=args.precision, compile=args.compile,
+                          channels_last=args.channels_last, cuda_graphs=args.cuda_graphs)
+    config = config.replace(model_args=model_args, augment=augment)
+    resolve_model_args(config.model, **config.model_args)  # unknown model or argument: fail before any work
+    from digits.train.device import resolve_device
+
+    resolve_device(config.device)
+    spec = EnsembleSpec(config, members=args.ensemble or (preset.members if preset else 1),
+                        bagging=args.bagging if args.bagging is not None else (preset.bagging if preset else 0.0),
+                        tta=preset.tta if preset else False,
+                        workers=args.workers or (preset.workers if preset else 1))
+    return spec, (preset.name if preset else config.model)
+
+
+def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) -> None:
+    from digits.console import EpochProgress
+    from digits.train.ensemble import train_ensemble
+    from digits.train.run import train_run
+
+    if spec.members > 1:
+        metrics = train_ensemble(spec, digits, run_dir, [EpochProgress()], source, log=console.print)
+        console.print(f"done: {spec.members} members, {metrics['train_seconds']:.1f} s of training; "
+                      f"run directory {run_dir}")
+        return
+    result = train_run(spec.config, digits, run_dir, [EpochProgress()], source, resume=resume)
     final = result.metrics["final"]
     summary = f"val_accuracy {final['val_accuracy']:.4f}" if final["val_accuracy"] is not None else (
         f"accuracy {final['accuracy']:.4f}" if final["accuracy"] is not None else "no epochs")
     console.print(f"done: {summary}, {result.metrics['train_seconds']:.1f} s; run directory {run_dir}")
-    created.clear()
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """Continue ``--resume RUN_DIR`` with the settings and data recorded in the run."""
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.runs import read_json
+    from digits.train.config import TrainConfig
+    from digits.train.ensemble import EnsembleSpec
+
+    run_dir = Path(args.resume)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    if (run_dir / "ensemble.json").is_file():
+        recorded = read_json(run_dir / "ensemble.json")
+        config = TrainConfig.from_dict(recorded["train"])
+        spec = EnsembleSpec(config, len(recorded["members"]), recorded["bagging"], recorded["tta"],
+                            args.workers or 1)
+        source = read_json(run_dir / recorded["members"][0] / "config.json")["data"]["source"]
+    else:
+        recorded = read_json(run_dir / "config.json")
+        spec = EnsembleSpec(TrainConfig.from_dict(recorded["train"]))
+        source = recorded["data"]["source"]
+        if not (run_dir / "checkpoint" / "state.json").is_file():
+            raise RunError(f"{run_dir}: no checkpoint to resume from (the run finished or never started)")
+    digits = load_kaggle_csv(source, kind="train")
+    console.print(f"resuming {run_dir} on {source}")
+    _train_into(spec, digits, run_dir, source, resume=True)
     return 0
 
 
@@ -110,21 +175,19 @@ def _data_path(args: argparse.Namespace, kind: str) -> Path:
 def predict(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits predict RUN_DIR``: write a Kaggle submission for a test file."""
     from digits.data.kaggle import load_kaggle_csv
-    from digits.predict.predictor import predict_labels
+    from digits.predict.predictor import load_predictor
     from digits.predict.submission import write_submission
-    from digits.runs import load_model
     from digits.train.device import resolve_device
 
-    device = resolve_device(args.device)
-    model, card = load_model(args.run_dir, device)
+    predictor = load_predictor(args.run_dir, resolve_device(args.device))
     source = _data_path(args, "test")
     test = load_kaggle_csv(source, kind="test")
     started = time.perf_counter()
-    labels = predict_labels(model, test.images, device=device)
+    labels = predictor.predict(test.images, tta=args.tta)
     out = Path(args.out) if args.out else Path(args.run_dir) / "submission.csv"
     write_submission(out, labels)
-    console.print(f"{card.name}: predicted {len(labels)} digits in {time.perf_counter() - started:.2f} s "
-                  f"-> {out}")
+    what = predictor.names[0] if len(predictor.names) == 1 else f"ensemble of {len(predictor.names)}"
+    console.print(f"{what}: predicted {len(labels)} digits in {time.perf_counter() - started:.2f} s -> {out}")
     return 0
 
 

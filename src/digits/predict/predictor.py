@@ -1,18 +1,30 @@
-"""Predictions from a trained model: probabilities and labels for many images at once."""
+"""Predictions from a run directory: one model or an ensemble, with optional test-time augmentation."""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from digits.errors import RunError
 from digits.train.fast_mlp import is_small_mlp, use_threads
+
+
+def tta_views(pixels: torch.Tensor) -> list[torch.Tensor]:
+    """The batch itself and four copies shifted by one pixel (left, right, up, down), zero-filled."""
+    x = pixels.reshape(-1, 28, 28)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    return [x, padded[:, 1:-1, 2:], padded[:, 1:-1, :-2], padded[:, 2:, 1:-1], padded[:, :-2, 1:-1]]
 
 
 @torch.inference_mode()
 def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 4096,
-                  device: torch.device | str | None = None) -> np.ndarray:
-    """Class probabilities (N, 10) for uint8 images (N, 28, 28)."""
+                  device: torch.device | str | None = None, tta: bool = False) -> np.ndarray:
+    """Class probabilities (N, 10) for uint8 images (N, 28, 28); ``tta`` averages 5 shifted views."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     pixels = torch.from_numpy(np.ascontiguousarray(images))
@@ -21,10 +33,45 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 4096,
     with use_threads(1 if device.type == "cpu" and is_small_mlp(model) else torch.get_num_threads()):
         for start in range(0, len(pixels), batch_size):
             batch = pixels[start:start + batch_size].to(device)
-            out.append(torch.softmax(model(batch).float(), dim=1).cpu())
+            views = tta_views(batch) if tta else [batch]
+            probs = sum(torch.softmax(model(v).float(), dim=1) for v in views) / len(views)
+            out.append(probs.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32)
 
 
 def predict_labels(model: nn.Module, images: np.ndarray, **kwargs: object) -> np.ndarray:
     """The most probable digit for each image, int64 (N,)."""
     return predict_proba(model, images, **kwargs).argmax(axis=1).astype(np.int64)
+
+
+@dataclass
+class Predictor:
+    """The models of a run directory: one, or the members of an ensemble, averaged."""
+
+    models: list[nn.Module]
+    names: list[str]
+    tta: bool = False
+
+    def predict_proba(self, images: np.ndarray, tta: bool | None = None) -> np.ndarray:
+        """Mean of the members' probabilities, (N, 10)."""
+        use_tta = self.tta if tta is None else tta
+        return np.mean([predict_proba(m, images, tta=use_tta) for m in self.models], axis=0)
+
+    def predict(self, images: np.ndarray, tta: bool | None = None) -> np.ndarray:
+        """The most probable digit for each image."""
+        return self.predict_proba(images, tta).argmax(axis=1).astype(np.int64)
+
+
+def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> Predictor:
+    """A Predictor for ``run_dir``: its model, or every member listed in ensemble.json."""
+    from digits.runs import load_model, read_json
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    if (run_dir / "ensemble.json").is_file():
+        spec = read_json(run_dir / "ensemble.json")
+        loaded = [load_model(run_dir / member, device) for member in spec["members"]]
+        return Predictor([m for m, _ in loaded], [c.name for _, c in loaded], bool(spec.get("tta", False)))
+    model, card = load_model(run_dir, device)
+    return Predictor([model], [card.name])

@@ -20,10 +20,22 @@ class TrainConfig:
     optimizer: str = "rmsprop"
     lr: float = 1e-3              # per step, not scaled with batch size
     optimizer_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"rho": 0.9}
+    weight_decay: float = 0.0     # L2 (decoupled for adamw)
+    schedule: str = "constant"    # constant | step | exponential | cosine | onecycle | plateau
+    schedule_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"gamma": 0.95}
+    label_smoothing: float = 0.0
+    augment: dict[str, float] = field(default_factory=dict)  # rotation (deg), zoom, shift (fractions), elastic
+    early_stopping: int = 0       # patience in epochs; 0 = off
+    monitor: str = "val_accuracy"  # metric for early stopping, plateau and best weights
+    restore_best: bool = True     # with early stopping: end with the best epoch's weights
     val_split: float = 0.05       # last fraction of rows, before shuffling (Keras)
     shuffle: bool = True          # reshuffle the training rows every epoch
     seed: int = 0
     device: str = "auto"          # auto | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"       # fp32 | bf16 (autocast; AMX on recent CPUs, tensor cores on GPUs)
+    compile: bool = False         # torch.compile the model
+    channels_last: bool = False   # NHWC memory layout for convolutions
+    cuda_graphs: bool = False     # on CUDA: replay captured optimizer steps (drops the last partial batch)
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -34,6 +46,17 @@ class TrainConfig:
             raise DigitsError(f"--val-split must be in [0, 1), got {self.val_split}")
         if self.lr <= 0:
             raise DigitsError(f"--lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise DigitsError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.precision not in ("fp32", "bf16"):
+            raise DigitsError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.monitor not in ("val_accuracy", "val_loss"):
+            raise DigitsError(f"monitor must be val_accuracy or val_loss, got {self.monitor!r}")
+        unknown = sorted(set(self.augment) - {"rotation", "zoom", "shift", "elastic"})
+        if unknown:
+            raise DigitsError(f"unknown augmentation {', '.join(unknown)}; known: rotation, zoom, shift, elastic")
+        if self.early_stopping and self.val_split == 0:
+            raise DigitsError("early stopping needs a validation split (--val-split > 0)")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied; ``None`` values keep the current setting."""

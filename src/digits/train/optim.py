@@ -19,6 +19,9 @@ def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float,
     PyTorch's RMSprop with ``alpha=rho``.
     """
     name = name.lower()
+    params = list(params)
+    if name in ("adam", "adamw") and params and params[0].is_cuda:
+        args.setdefault("fused", True)  # one kernel for the whole update instead of a dozen
     try:
         if name == "rmsprop":
             return torch.optim.RMSprop(params, lr=lr, alpha=args.pop("rho", 0.9),

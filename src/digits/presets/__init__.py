@@ -1,0 +1,59 @@
+"""Presets: named training recipes stored as TOML files in this folder (data, not code)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from digits.errors import DigitsError
+from digits.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A recipe: the training config plus how many ensemble members, bagging and TTA."""
+
+    name: str
+    description: str
+    target: str
+    config: TrainConfig
+    members: int = 1
+    bagging: float = 0.0   # fraction of rows each member holds out at random; 0 = config.val_split
+    tta: bool = False      # test-time augmentation when predicting
+    workers: int = 1       # members trained at once (processes); useful on a GPU
+
+
+def list_presets() -> list[str]:
+    """Names of the built-in presets."""
+    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> Preset:
+    """A built-in preset by name, or any preset file by path (``my.toml``)."""
+    path = Path(name)
+    if path.suffix == ".toml" and path.is_file():
+        text, label = path.read_text("utf-8"), str(path)
+    else:
+        resource = resources.files(__package__) / f"{name}.toml"
+        if not resource.is_file():
+            raise DigitsError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())}")
+        text, label = resource.read_text("utf-8"), name
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DigitsError(f"preset {label}: not valid TOML ({exc})") from None
+    return _from_dict(label, data)
+
+
+def _from_dict(label: str, data: dict[str, Any]) -> Preset:
+    ensemble = data.get("ensemble", {})
+    unknown = sorted(set(ensemble) - {"members", "bagging", "tta", "workers"})
+    if unknown:
+        raise DigitsError(f"preset {label}: unknown [ensemble] setting(s) {', '.join(unknown)}")
+    config = TrainConfig.from_dict(data.get("train", {}))
+    return Preset(Path(label).stem, data.get("description", ""), data.get("target", ""), config,
+                  int(ensemble.get("members", 1)), float(ensemble.get("bagging", 0.0)),
+                  bool(ensemble.get("tta", False)), int(ensemble.get("workers", 1)))

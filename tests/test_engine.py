@@ -1,0 +1,223 @@
+"""The training engine: schedules, label smoothing, early stopping, augmentation, presets, ensembles."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from digits.data.kaggle import load_kaggle_csv
+from digits.errors import DigitsError
+from digits.predict.predictor import load_predictor, predict_proba, tta_views
+from digits.presets import list_presets, load_preset
+from digits.train.augment import random_affine
+from digits.train.config import TrainConfig
+from digits.train.ensemble import EnsembleSpec, member_split, train_ensemble
+from digits.train.fit import train_model
+
+from conftest import FIXTURES
+
+SMALL = TrainConfig(model="keras-convnet", epochs=2, batch_size=64, optimizer="adam", lr=1e-3,
+                    val_split=0.25, seed=3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def digits_800():
+    return load_kaggle_csv(FIXTURES / "train.csv").subset(slice(0, 800))
+
+
+@pytest.mark.parametrize("schedule, args, expected", [
+    ("constant", {}, [1e-3, 1e-3, 1e-3]),
+    ("exponential", {"gamma": 0.5}, [1e-3, 5e-4, 2.5e-4]),
+    ("step", {"step_size": 2, "gamma": 0.1}, [1e-3, 1e-3, 1e-4]),
+])
+def test_epoch_schedules_set_the_learning_rate_of_each_epoch(digits_800, schedule, args, expected):
+    train, val = digits_800.split_last(0.25)
+    config = SMALL.replace(model="softmax", epochs=3, schedule=schedule, schedule_args=args)
+    _, history = train_model(config, train, val)
+    assert history.column("lr") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle", "plateau"])
+def test_step_and_metric_schedules_change_the_learning_rate(digits_800, schedule):
+    train, val = digits_800.split_last(0.25)
+    config = SMALL.replace(model="softmax", epochs=3, schedule=schedule)
+    if schedule == "plateau":  # a huge step size stalls validation accuracy, so the plateau cut comes
+        config = config.replace(epochs=6, lr=5.0, optimizer="sgd", schedule_args={"patience": 0, "factor": 0.5})
+    _, history = train_model(config, train, val)
+    assert len(set(history.column("lr"))) > 1
+
+
+def test_onecycle_ends_near_zero_learning_rate(digits_800):
+    _, history = train_model(SMALL.replace(model="softmax", schedule="onecycle"), *digits_800.split_last(0.25))
+    assert history.column("lr")[-1] < 1e-5
+
+
+def test_unknown_schedule_is_a_user_error(digits_800):
+    with pytest.raises(DigitsError, match="unknown schedule 'warp'"):
+        train_model(SMALL.replace(schedule="warp"), *digits_800.split_last(0.25))
+
+
+def test_label_smoothing_raises_the_training_loss(digits_800):
+    train, val = digits_800.split_last(0.25)
+    plain = train_model(SMALL.replace(model="softmax"), train, val)[1].column("loss")[-1]
+    smooth = train_model(SMALL.replace(model="softmax", label_smoothing=0.2), train, val)[1].column("loss")[-1]
+    assert smooth > plain + 0.1
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(digits_800):
+    train, val = digits_800.split_last(0.25)
+    # A huge learning rate makes validation accuracy stall at once, so patience runs out.
+    config = SMALL.replace(model="softmax", epochs=30, lr=5.0, optimizer="sgd", early_stopping=2)
+    model, history = train_model(config, train, val)
+    assert len(history) < 30
+    best_epoch = history.best_epoch("val_accuracy", "max")
+    assert len(history) == best_epoch + 2
+    from digits.train.fit import TensorSet, evaluate
+
+    _, acc = evaluate(model, TensorSet.from_digits(val, torch.device("cpu")))
+    assert acc == pytest.approx(max(history.column("val_accuracy")))
+
+
+def test_early_stopping_without_validation_is_refused():
+    with pytest.raises(DigitsError, match="early stopping needs a validation split"):
+        TrainConfig(early_stopping=3, val_split=0.0)
+
+
+def test_augmentation_off_is_the_identity_and_on_moves_the_ink(digits_800):
+    x = torch.from_numpy(digits_800.images[:64])
+    assert torch.equal(random_affine(x), x.float().reshape(-1, 1, 28, 28))
+    torch.manual_seed(0)
+    moved = random_affine(x, rotation=10, zoom=0.1, shift=0.1)
+    assert moved.shape == (64, 1, 28, 28) and moved.dtype == torch.float32
+    assert 0 <= moved.min() and moved.max() <= 255 + 1e-3  # bilinear weights sum to 1
+    changed = (moved.reshape(64, -1) - x.float().reshape(64, -1)).abs().sum(1)
+    assert (changed > 0).all()
+    # Ink is kept (bilinear resampling, at most 10% zoom): total brightness within 30%.
+    ratio = moved.sum() / x.float().sum()
+    assert 0.7 < ratio < 1.3
+
+
+def test_shift_moves_the_centre_of_mass_by_at_most_the_range(digits_800):
+    x = torch.from_numpy(digits_800.images[:256])
+    torch.manual_seed(1)
+    moved = random_affine(x, shift=0.1).reshape(256, 28, 28)
+    cols = torch.arange(28.0)
+
+    def centre(img):
+        return (img.sum(1) * cols).sum(1) / img.sum((1, 2))
+
+    delta = (centre(moved) - centre(x.float())).abs()
+    assert delta.max() <= 0.1 * 28 + 0.5 and delta.mean() > 0.3
+
+
+def test_elastic_distortion_keeps_the_digit_recognisable(digits_800):
+    x = torch.from_numpy(digits_800.images[:32])
+    torch.manual_seed(2)
+    out = random_affine(x, elastic=2.0).reshape(32, -1)
+    similarity = torch.nn.functional.cosine_similarity(out, x.float().reshape(32, -1))
+    assert (similarity > 0.5).all() and (similarity < 0.999).all()
+
+
+def test_augmented_training_is_repeatable_with_the_seed(digits_800):
+    train, val = digits_800.split_last(0.25)
+    config = SMALL.replace(augment={"rotation": 10, "zoom": 0.1, "shift": 0.1}, epochs=1)
+    a = train_model(config, train, val)[1].rows[0]
+    b = train_model(config, train, val)[1].rows[0]
+    assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+
+
+def test_bf16_and_channels_last_train_on_cpu(digits_800):
+    train, val = digits_800.split_last(0.25)
+    _, history = train_model(SMALL.replace(precision="bf16", channels_last=True, epochs=1), train, val)
+    assert history.rows[0]["val_accuracy"] > 0.3
+
+
+def test_every_preset_loads():
+    assert {"tutorial", "fast", "cpu-best", "gpu-best"} <= set(list_presets())
+    for name in list_presets():
+        preset = load_preset(name)
+        assert preset.description and preset.target and preset.config.epochs >= 1
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(DigitsError, match="unknown preset 'turbo'; known presets: cpu-best, fast"):
+        load_preset("turbo")
+
+
+def test_gpu_best_runs_on_cpu_for_a_few_batches(tmp_path, digits_800):
+    preset = load_preset("gpu-best")
+    assert preset.members == 15 and preset.config.model == "kaggle-cnn"
+    spec = EnsembleSpec(preset.config.replace(epochs=1, device="cpu"), members=2, bagging=preset.bagging)
+    metrics = train_ensemble(spec, digits_800.subset(slice(0, 300)), tmp_path / "run")
+    assert metrics["members"] == 2 and len(metrics["member_metrics"]) == 2
+    probs = load_predictor(tmp_path / "run").predict_proba(digits_800.images[:10])
+    assert probs.shape == (10, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_bagged_members_hold_out_different_rows(digits_800):
+    _, val_a = member_split(digits_800, 0.1, seed=0, val_split=0.05)
+    _, val_b = member_split(digits_800, 0.1, seed=1, val_split=0.05)
+    assert len(val_a) == 80 and not np.array_equal(val_a.images, val_b.images)
+
+
+def test_ensemble_prediction_is_the_mean_of_its_members(tmp_path, digits_800):
+    spec = EnsembleSpec(SMALL.replace(model="softmax", epochs=1), members=3)
+    train_ensemble(spec, digits_800, tmp_path / "run")
+    predictor = load_predictor(tmp_path / "run")
+    images = digits_800.images[:50]
+    members = [predict_proba(m, images) for m in predictor.models]
+    assert len(members) == 3 and not np.allclose(members[0], members[1])
+    assert np.allclose(predictor.predict_proba(images), np.mean(members, axis=0), atol=1e-6)
+    recorded = json.loads((tmp_path / "run" / "ensemble.json").read_text())
+    assert recorded["members"] == ["members/01", "members/02", "members/03"]
+
+
+def test_tta_views_are_one_pixel_shifts():
+    x = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    x[0, 10, 10] = 255
+    positions = [tuple(torch.nonzero(v[0])[0].tolist()) for v in tta_views(x)]
+    assert positions == [(10, 10), (10, 9), (10, 11), (9, 10), (11, 10)]
+
+
+def test_predict_command_with_tta_and_ensemble(tmp_path, kaggle_dir, cli):
+    run = tmp_path / "run"
+    trained = cli("train", "--model", "softmax", "--data", kaggle_dir, "--epochs", "1", "--ensemble", "2",
+                  "--out", run)
+    assert trained.code == 0, trained.err
+    assert "member 2/2" in trained.out
+    result = cli("predict", run, "--data", kaggle_dir, "--tta")
+    assert result.code == 0 and "ensemble of 2" in result.out
+    score = cli("score", run / "submission.csv", "--solution", kaggle_dir / "solution.csv")
+    assert float(score.out.split()[-1]) > 0.7
+
+
+def test_preset_with_flag_overrides(tmp_path, kaggle_dir, cli):
+    run = tmp_path / "run"
+    result = cli("train", "--preset", "fast", "--data", kaggle_dir, "--batch-size", "128", "--out", run)
+    assert result.code == 0, result.err
+    config = json.loads((run / "config.json").read_text())["train"]
+    assert config["model"] == "fast-cnn" and config["batch_size"] == 128 and config["schedule"] == "onecycle"
+    assert config["optimizer_args"] == {"betas": [0.7, 0.9]}
+    assert math.isclose(config["lr"], 0.01)
+
+
+def test_cuda_graph_schedule_table_matches_the_eager_schedule():
+    from digits.train.graphed import schedule_table
+
+    config = SMALL.replace(epochs=3, schedule="exponential", schedule_args={"gamma": 0.5})
+    assert schedule_table(config, 2) == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    onecycle = schedule_table(SMALL.replace(epochs=1, schedule="onecycle"), 100)
+    assert max(onecycle) == pytest.approx(1e-3) and onecycle[-1] < 1e-6 and onecycle[0] < 1e-4
+    with pytest.raises(DigitsError, match="plateau depends on validation"):
+        schedule_table(SMALL.replace(schedule="plateau"), 10)
+
+
+def test_cuda_graphs_are_ignored_on_cpu(digits_800):
+    train, val = digits_800.split_last(0.25)
+    plain = train_model(SMALL.replace(model="softmax", epochs=1), train, val)[1].rows[0]
+    graphs = train_model(SMALL.replace(model="softmax", epochs=1, cuda_graphs=True), train, val)[1].rows[0]
+    assert plain["loss"] == graphs["loss"]

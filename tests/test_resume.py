@@ -1,0 +1,68 @@
+"""A run killed with SIGKILL and resumed ends with the same weights as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import FIXTURES
+
+# Dropout, augmentation and a per-epoch schedule: every kind of state a resume must restore.
+ARGS = ["train", "--model", "keras-convnet", "--train", str(FIXTURES / "train.csv"), "--epochs", "6",
+        "--batch-size", "50", "--optimizer", "adam", "--schedule", "exponential", "--augment", "rotation=10",
+        "--augment", "shift=0.1", "--val-split", "0.5", "--seed", "11", "--device", "cpu"]
+
+
+def _digits(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "digits.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _checkpoint_epoch(run: Path) -> int:
+    try:
+        return json.loads((run / "checkpoint" / "state.json").read_text())["epoch"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # same thread count in every process: same arithmetic
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert _digits(*ARGS, "--out", str(reference), env=env).wait(timeout=300) == 0
+
+    proc = _digits(*ARGS, "--out", str(killed), env=env)
+    deadline = time.monotonic() + 300
+    while _checkpoint_epoch(killed) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run was killed, not finished"
+    assert 2 <= _checkpoint_epoch(killed) < 6 and not (killed / "model.safetensors").exists()
+
+    resumed = _digits("train", "--resume", str(killed), env=env)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+
+    expected, got = load_file(str(reference / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    history = [line.split(",")[:5] for line in (killed / "history.csv").read_text().splitlines()]
+    assert history == [line.split(",")[:5] for line in (reference / "history.csv").read_text().splitlines()]
+    assert not (killed / "checkpoint").exists(), "checkpoints are removed once the run is complete"
+
+
+def test_resume_of_a_finished_run_says_there_is_nothing_to_resume(tmp_path, cli):
+    run = tmp_path / "run"
+    assert cli("train", "--model", "softmax", "--train", FIXTURES / "train.csv", "--epochs", "1",
+               "--out", run).code == 0
+    result = cli("train", "--resume", run)
+    assert result.code == 2 and "no checkpoint to resume from" in result.err
