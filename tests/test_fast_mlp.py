@@ -19,7 +19,7 @@ from digits.models.registry import create_model
 from digits.runs import load_model, save_model
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
-from digits.train.fast_mlp import can_fit_fast, fit_fast
+from digits.train.fast_mlp import FastMlpEpochs, can_fit_fast
 from digits.train.fit import StepSettings, TensorSet, evaluate, fit, seed_everything, train_one_epoch
 from digits.train.optim import build_optimizer
 
@@ -82,7 +82,8 @@ def twin_models(config):
 def test_fast_path_ends_with_the_weights_and_history_of_autograd_and_torch_optim(split, config):
     train, val = split
     fast, slow = twin_models(config)
-    history = fit_fast(fast, train, config, val)
+    assert can_fit_fast(fast, config, (), CPU)
+    history = fit(fast, train, config, val)
     expected = reference_fit(slow, train, val, config)
     for (name, a), b in zip(fast.state_dict().items(), slow.state_dict().values()):
         assert torch.equal(a, b), f"{name} differs after {config.epochs} epochs"
@@ -164,7 +165,7 @@ class Recorder(Callback):
 def test_callbacks_get_every_hook_the_progress_bar_reaches_the_last_step_and_can_stop(split):
     train, _ = split
     recorder = Recorder()
-    history = fit_fast(create_model("tutorial-mlp"), train, BASE.replace(epochs=3), None, [recorder])
+    history = fit(create_model("tutorial-mlp"), train, BASE.replace(epochs=3), None, [recorder])
     steps = math.ceil(len(train) / 64)
     kinds = [e[0] for e in recorder.events]
     assert recorder.events[0] == ("train_begin", 3, steps) and recorder.events[-1] == ("train_end", 2)
@@ -175,14 +176,63 @@ def test_callbacks_get_every_hook_the_progress_bar_reaches_the_last_step_and_can
     assert math.isnan(history.rows[0]["val_loss"])
 
 
-def test_parameters_own_their_storage_afterwards_so_the_model_saves_and_reloads(tmp_path, split):
+def test_the_trained_model_saves_and_reloads_and_the_thread_count_is_restored(tmp_path, split):
     train, _ = split
     model = create_model("tutorial-mlp")
     threads = torch.get_num_threads()
-    fit_fast(model, train, BASE.replace(epochs=1))
-    pointers = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    assert len(pointers) == 4 and all(p.is_contiguous() for p in model.parameters())
+    fit(model, train, BASE.replace(epochs=1))
     assert torch.get_num_threads() == threads
     save_model(tmp_path, model, "tutorial-mlp", {})
     loaded, _ = load_model(tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(loaded.parameters(), model.parameters()))
+
+
+class Interrupt(Callback):
+    """Stands for a killed process: raises as epoch ``at`` begins (its predecessor is saved)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_epoch_begin(self, epoch):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam", "sgd"])
+def test_a_checkpointed_fast_run_resumes_to_the_uninterrupted_weights(tmp_path, split, optimizer):
+    train, val = split
+    config = BASE.replace(epochs=3, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3)
+    whole, _ = twin_models(config)
+    fit(whole, train, config, val, checkpoint_dir=tmp_path / "whole")
+    interrupted, _ = twin_models(config)
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, train, config, val, [Interrupt(3)], checkpoint_dir=tmp_path / "cut")
+    resumed = create_model("tutorial-mlp")
+    history = fit(resumed, train, config, val, checkpoint_dir=tmp_path / "cut", resume=True)
+    assert history.column("epoch") == [1, 2, 3]
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), whole.parameters()))
+
+
+def test_the_general_loop_resumes_a_fast_runs_checkpoint_to_the_same_weights(tmp_path, split):
+    train, val = split
+    config = BASE.replace(epochs=3)
+    whole, _ = twin_models(config)
+    fit(whole, train, config, val, checkpoint_dir=tmp_path / "whole")
+    interrupted, _ = twin_models(config)
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, train, config, val, [Interrupt(3)], checkpoint_dir=tmp_path / "cut")
+    # channels_last changes nothing for Linear layers but is a setting the fast path leaves
+    # to the general loop: so the last epoch runs through autograd + torch.optim.
+    general = config.replace(channels_last=True)
+    assert not can_fit_fast(create_model("tutorial-mlp"), general, (), CPU)
+    resumed = create_model("tutorial-mlp")
+    with one_thread():
+        fit(resumed, train, general, val, checkpoint_dir=tmp_path / "cut", resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), whole.parameters()))
+
+
+def test_fast_epochs_refuse_an_optimizer_over_other_parameters():
+    model = create_model("tutorial-mlp")
+    optimizer = build_optimizer("rmsprop", list(model.parameters())[::-1], 1e-3)
+    with pytest.raises(ValueError, match="exactly the model's parameters"):
+        FastMlpEpochs(model, optimizer, 64)
