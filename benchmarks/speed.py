@@ -46,7 +46,7 @@ from peers import plain_torch_mlp, recipe99  # noqa: E402
 
 from digits.data.dataset import DigitSet  # noqa: E402
 from digits.data.kaggle import load_kaggle_csv  # noqa: E402
-from digits.models.registry import create_model  # noqa: E402
+from digits.models.registry import create_model, list_models  # noqa: E402
 from digits.predict.predictor import predict_labels  # noqa: E402
 from digits.predict.submission import read_submission  # noqa: E402
 from digits.runs import save_model  # noqa: E402
@@ -312,26 +312,41 @@ def process_seconds(command: Sequence[str]) -> float:
     return time.perf_counter() - started
 
 
-def bench_predict(data: Kaggle, data_dir: Path, args: argparse.Namespace, workdir: Path) -> str:
-    model, _ = train_model(TUTORIAL, data.train)
-    save_model(workdir, model, "tutorial-mlp", {})
-    cli = [sys.executable, "-m", "digits.cli"]
-    predict = [*cli, "predict", str(workdir), "--test", str(data_dir / "test.csv"),
-               "--out", str(workdir / "submission.csv"), "--device", "cpu"]
+def predict_contenders(name: str, model: torch.nn.Module, data: Kaggle, data_dir: Path,
+                       run_dir: Path) -> list[Contender]:
+    """``digits predict`` as a process, and the model alone in process, for one saved model."""
+    save_model(run_dir, model, name, {})
+    predict = [sys.executable, "-m", "digits.cli", "predict", str(run_dir), "--test", str(data_dir / "test.csv"),
+               "--out", str(run_dir / "submission.csv"), "--device", "cpu"]
     process_seconds(predict)  # the first run fills the binary CSV cache; users pay that once
-    first = data.test.images[:1]
+    read_submission(run_dir / "submission.csv")  # and it wrote a valid submission
     model.eval()
+    first = data.test.images[:1]
+    return [
+        Contender(f"{name}: `digits predict` process, 28,000 rows", lambda _: Measurement(process_seconds(predict))),
+        Contender(f"{name}: predict_labels, 28,000 rows (in process)",
+                  lambda _: _timed(lambda: predict_labels(model, data.test.images))),
+        Contender(f"{name}: predict_labels, one image (in process)",
+                  lambda _: _timed(lambda: predict_labels(model, first), 200)),
+    ]
+
+
+def bench_predict(data: Kaggle, data_dir: Path, args: argparse.Namespace, workdir: Path) -> str:
     contenders = [
         Contender("python -c pass (interpreter start)", lambda _: Measurement(process_seconds([sys.executable, "-c", "pass"]))),
         Contender("python -c 'import torch'", lambda _: Measurement(process_seconds([sys.executable, "-c", "import torch"]))),
-        Contender("`digits predict` process, 28,000 rows", lambda _: Measurement(process_seconds(predict))),
-        Contender("predict_labels, 28,000 rows (in process)", lambda _: _timed(lambda: predict_labels(model, data.test.images))),
-        Contender("predict_labels, one image (in process)", lambda _: _timed(lambda: predict_labels(model, first), 200)),
     ]
+    model, _ = train_model(TUTORIAL, data.train)
+    contenders += predict_contenders("tutorial-mlp", model, data, data_dir, workdir / "mlp")
+    notes = ["`digits predict RUN --test test.csv --out submission.csv --device cpu`, binary CSV cache warm"]
+    if any(info.name == "fast-cnn" for info in list_models("fast-cnn")):
+        # Untrained weights: the time of a forward pass does not depend on their values.
+        cnn = create_model("fast-cnn")
+        contenders += predict_contenders("fast-cnn", cnn, data, data_dir, workdir / "cnn")
+        notes.append("fast-cnn: freshly initialised weights (speed only; its accuracy is not measured here)")
     interleave(contenders, args.repeats)
-    text = table("Prediction with the tutorial MLP (CPU)", contenders, None, unit="ms")
-    read_submission(workdir / "submission.csv")  # the process wrote a valid submission
-    return text + f"\n- command: `{shlex.join(predict[1:])}` (binary CSV cache warm)\n"
+    text = table("Prediction on the CPU", contenders, None, unit="ms")
+    return text + "".join(f"\n- {n}" for n in notes) + "\n"
 
 
 def _timed(call: Callable[[], object], times: int = 1) -> Measurement:

@@ -236,3 +236,22 @@ def test_fast_epochs_refuse_an_optimizer_over_other_parameters():
     optimizer = build_optimizer("rmsprop", list(model.parameters())[::-1], 1e-3)
     with pytest.raises(ValueError, match="exactly the model's parameters"):
         FastMlpEpochs(model, optimizer, 64)
+
+
+def test_prediction_runs_small_models_on_one_thread_and_restores_the_thread_count(split, monkeypatch):
+    from digits.predict import predictor
+
+    train, _ = split
+    seen = []
+    real = predictor.use_threads
+
+    def spy(count):
+        seen.append(count)
+        return real(count)
+
+    monkeypatch.setattr(predictor, "use_threads", spy)
+    threads = torch.get_num_threads()
+    labels = predictor.predict_labels(create_model("tutorial-mlp"), train.images[:100])
+    predictor.predict_labels(create_model("fast-cnn"), train.images[:1])
+    assert seen == [1, 1] and labels.shape == (100,) and torch.get_num_threads() == threads
+    assert not predictor.is_small_mlp(create_model("fast-cnn"))
