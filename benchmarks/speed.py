@@ -47,7 +47,7 @@ from peers import plain_torch_mlp, recipe99  # noqa: E402
 from digits.data.dataset import DigitSet  # noqa: E402
 from digits.data.kaggle import load_kaggle_csv  # noqa: E402
 from digits.models.registry import create_model, list_models  # noqa: E402
-from digits.predict.predictor import predict_labels  # noqa: E402
+from digits.predict.predictor import load_predictor, predict_labels  # noqa: E402
 from digits.predict.submission import read_submission  # noqa: E402
 from digits.runs import save_model  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
@@ -320,7 +320,7 @@ def predict_contenders(name: str, model: torch.nn.Module, data: Kaggle, data_dir
                "--out", str(run_dir / "submission.csv"), "--device", "cpu"]
     process_seconds(predict)  # the first run fills the binary CSV cache; users pay that once
     read_submission(run_dir / "submission.csv")  # and it wrote a valid submission
-    model.eval()
+    model = load_predictor(run_dir).models[0]  # as `digits predict` loads it (layout included)
     first = data.test.images[:1]
     return [
         Contender(f"{name}: `digits predict` process, 28,000 rows", lambda _: Measurement(process_seconds(predict))),
