@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,7 +44,8 @@ def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
     target = Path(out) if out is not None else Path(run_dir) / ONNX_FILE
     wrapped = _Probabilities(model).eval()
     example = torch.zeros(2, 28, 28, dtype=torch.uint8)
-    with atomic_path(target) as tmp:
+    with atomic_path(target) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, chosen on purpose below
         torch.onnx.export(wrapped, (example,), str(tmp), input_names=["pixels"],
                           output_names=["probabilities"], opset_version=OPSET,
                           dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},

@@ -95,12 +95,14 @@ function predictNow() {
   timer = null;
   lastSent = performance.now();
   if (!strokes.length) { showEmpty(); return; }
-  pad.toBlob((blob) => send(blob, "image/png"), "image/png");
-}
-
-async function send(body, contentType) {
+  // Counted now, not when toBlob calls back, so that no one takes the old answer for the newest.
   const seq = ++state.sent;
   state.pending++;
+  pad.toBlob((blob) => send(blob, "image/png", seq), "image/png");
+}
+
+async function send(body, contentType, seq) {
+  if (seq === undefined) { seq = ++state.sent; state.pending++; }
   try {
     const init = { method: "POST", body };
     if (contentType) init.headers = { "Content-Type": contentType };
