@@ -8,6 +8,7 @@ missing; ``make test`` installs chromium, so CI runs it.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import json
 import shutil
 import socket
@@ -18,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import STROKES, encode
+from conftest import STROKES, encode, paper_photo
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,11 +38,10 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
         return answer.status, json.loads(answer.read())
 
 
-@pytest.fixture(scope="module")
-def server(run_dir) -> str:
-    """``digits serve RUN_DIR`` on a free loopback port; its base URL."""
+def _start_server(run_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """``digits serve RUN_DIR`` on a free loopback port: the process and its base URL."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "digits.cli", "serve", str(run_dir), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "digits.cli", "serve", str(run_dir), "--port", str(port), *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -50,15 +50,23 @@ def server(run_dir) -> str:
             pytest.fail(f"digits serve exited: {proc.stdout.read()}")
         try:
             _get(f"{base}/api/health", 1.0)
-            break
+            return proc, base
         except OSError:
             time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("digits serve did not answer within 60 s")
-    yield base
+    proc.kill()
+    pytest.fail("digits serve did not answer within 60 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(run_dir) -> str:
+    proc, base = _start_server(run_dir)
+    yield base
+    _stop(proc)
 
 
 def test_the_server_binds_to_loopback_by_default(server):
@@ -103,6 +111,33 @@ def test_bad_requests_do_not_slow_the_others(server):
     assert status == 200 and health_seconds < 1.0
 
 
+def test_the_load_script_runs_without_errors(server):
+    name = "benchmarks_load"
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "benchmarks" / "load.py")
+    load = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+    spec.loader.exec_module(load)
+    port = int(server.rsplit(":", 1)[1])
+    for payload in load.payloads(8):
+        result = load.run_level(port, payload, clients=4, seconds=1.0, max_requests=40)
+        assert result["requests"] == 40 and result["errors"] == 0, result["first_error"]
+        assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc to see loaded libraries")
+def test_an_onnx_server_process_never_loads_torch(onnx_run_dir, fixture_test):
+    proc, base = _start_server(onnx_run_dir, "--runtime", "onnx")
+    try:
+        request = urllib.request.Request(f"{base}/api/predict", headers={"Content-Type": "application/json"},
+                                         data=json.dumps({"pixels": fixture_test[0][0].tolist()}).encode())
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["label"] == fixture_test[1][0]
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    finally:
+        _stop(proc)
+    assert "onnxruntime" in maps
+    assert "libtorch" not in maps and "/torch/" not in maps
+
+
 def _chromium_missing() -> str | None:
     if not CHROMIUM.exists():
         return f"{CHROMIUM} is missing (make test installs Debian's chromium)"
@@ -114,9 +149,10 @@ def _chromium_missing() -> str | None:
 
 
 @pytest.mark.skipif(_chromium_missing() is not None, reason=str(_chromium_missing()))
-def test_digits_drawn_with_the_mouse_are_read_on_the_page(server, tmp_path):
+def test_digits_drawn_with_the_mouse_are_read_on_the_page(server, tmp_path, fixture_test):
     from playwright.sync_api import expect, sync_playwright
 
+    digit_photo = (fixture_test[0][0], int(fixture_test[1][0]))  # also uploaded as a photo
     profile = tmp_path / "chromium-profile"  # a fresh profile every run
     with sync_playwright() as p:
         # Playwright passes the profile to chromium as --user-data-dir.
@@ -140,6 +176,10 @@ def test_digits_drawn_with_the_mouse_are_read_on_the_page(server, tmp_path):
                 assert max(seen) == 255 and seen[0] == 0  # the 28x28 image the model saw is shown
                 bars = page.locator("#bars li.top .pct").text_content()
                 assert bars.endswith("%") and float(bars[:-1]) > 50
+            page.set_input_files("#file", files=[{"name": "photo.png", "mimeType": "image/png",
+                                                  "buffer": encode(paper_photo(digit_photo[0]))}])
+            _wait_for_newest_answer(page)
+            assert page.locator("#prediction").get_attribute("data-label") == str(digit_photo[1])
             page.click("#undo")  # the 4 loses its stroke down: still drawn, maybe another reading
             _wait_for_newest_answer(page)
             page.click("#clear")
