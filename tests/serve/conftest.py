@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +46,17 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, fixture_train: DigitSet) -
     from digits.train.config import TrainConfig
     from digits.train.run import train_run
 
+    import torch
+
     path = tmp_path_factory.mktemp("run")
     config = TrainConfig(model="mlp", model_args={"hidden": [256]}, epochs=20, batch_size=32,
                          optimizer="adam", lr=1e-3, val_split=0.1, seed=0, device="cpu")
-    train_run(config, fixture_train, path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # this small model trains 5-10x faster on one thread on a busy machine
+    try:
+        train_run(config, fixture_train, path)
+    finally:
+        torch.set_num_threads(threads)
     return path
 
 
@@ -67,6 +77,20 @@ def draw_strokes(strokes: list[list[tuple[float, float]]], size: int = 280, widt
         for x, y in (stroke[0], stroke[-1]):
             pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=0)
     return img
+
+
+@functools.lru_cache(maxsize=None)
+def png_bomb(side: int = 20_000) -> bytes:
+    """A valid all-black PNG of side x side pixels (400 million by default) in about 400 KB,
+    made row by row so the test never holds the decoded image either."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte + one 8-bit grey pixel per column
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **options: object) -> bytes:

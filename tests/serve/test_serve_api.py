@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import STROKES, draw_strokes, encode, paper_photo
+from conftest import STROKES, draw_strokes, encode, paper_photo, png_bomb
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -138,7 +138,7 @@ def test_a_blank_canvas_is_no_digit_not_a_guess(client):
     assert "no digit" in body["message"]
 
 
-BOMB = encode(Image.new("L", (20_000, 20_000), 255), optimize=True)
+BOMB = png_bomb(20_000)
 PNG_7 = encode(draw_strokes(STROKES[7]))
 
 
@@ -191,3 +191,10 @@ def test_a_bad_query_parameter_is_a_422(client):
     answer = client.post("/api/predict?include_image=perhaps", json={"pixels": [0] * 784})
     assert answer.status_code == 422
     assert "include_image" in json.dumps(answer.json()["detail"])
+
+
+def test_a_chunked_body_without_a_length_is_cut_off_at_the_limit(client):
+    chunks = (b"\0" * 65_536 for _ in range(48))  # 3 MiB, streamed with no Content-Length
+    answer = client.post("/api/predict", content=chunks, headers={"content-type": "image/png"})
+    assert answer.status_code == 413
+    assert "over the limit of 2,097,152 bytes" in answer.json()["detail"]

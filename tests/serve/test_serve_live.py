@@ -19,8 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import STROKES, encode, paper_photo
-from PIL import Image
+from conftest import STROKES, encode, paper_photo, png_bomb
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -91,7 +90,7 @@ def test_a_50_mb_upload_is_refused_before_its_body_is_sent(server):
 
 
 def test_bad_requests_do_not_slow_the_others(server):
-    bomb = encode(Image.new("L", (20_000, 20_000), 255), optimize=True)
+    bomb = png_bomb(20_000)
 
     def post_bomb() -> int:
         request = urllib.request.Request(f"{server}/api/predict", data=bomb, headers={"Content-Type": "image/png"})

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import STROKES, draw_strokes, encode, paper_photo
+from conftest import STROKES, draw_strokes, encode, paper_photo, png_bomb
 from PIL import Image
 
 from digits.errors import InputError
@@ -85,7 +85,7 @@ def test_jpeg_photos_decode_to_grayscale(fixture_test):
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_alone():
-    bomb = encode(Image.new("L", (20_000, 20_000), 255), optimize=True)
+    bomb = png_bomb(20_000)
     assert len(bomb) < 1_000_000  # small on the wire...
     started = time.perf_counter()
     with pytest.raises(InputError) as caught:
