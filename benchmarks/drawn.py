@@ -52,7 +52,10 @@ def thin(mask: np.ndarray) -> np.ndarray:
     return img[1:-1, 1:-1].astype(bool)
 
 
-def skeleton_segments(digit: np.ndarray, up: int = 3) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+Segment = tuple[tuple[float, float], tuple[float, float]]
+
+
+def skeleton_segments(digit: np.ndarray, up: int = 3) -> list[Segment]:
     """The digit's centre lines as segments between neighbouring skeleton pixels, in 28x28 units."""
     big = np.asarray(Image.fromarray(digit).resize((28 * up, 28 * up), Image.Resampling.BILINEAR))
     skeleton = thin(big > 100)
@@ -123,7 +126,8 @@ def main() -> None:
     parser.add_argument("--mnist", required=True, help="mnist-standard.npz from `digits data prepare`")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--run", type=Path, help="an existing run directory")
-    group.add_argument("--train", type=Path, metavar="RUN_DIR", help="train mlp [512, 256] into RUN_DIR first")
+    group.add_argument("--train", type=Path, metavar="RUN_DIR",
+                       help="train mlp [512, 256] into RUN_DIR first")
     parser.add_argument("--limit", type=int, default=10_000, help="test digits to use")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 HOST = "127.0.0.1"  # loopback only, by design
 MAX_SECONDS = 60
@@ -100,7 +100,8 @@ def run_level(port: int, payload: Payload, clients: int, seconds: float, max_req
     ms = np.array(latencies) * 1000
     return {"payload": payload.name, "clients": clients, "requests": len(latencies), "errors": len(errors),
             "seconds": round(wall, 2), "throughput_rps": round(len(latencies) / wall, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "first_error": errors[0] if errors else None}
 
 
@@ -132,7 +133,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
 
 def main() -> None:

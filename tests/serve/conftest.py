@@ -43,10 +43,10 @@ def fixture_test() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, fixture_train: DigitSet) -> Path:
     """A real run directory: an MLP trained on the 2,000 fixture digits (a few seconds)."""
+    import torch
+
     from digits.train.config import TrainConfig
     from digits.train.run import train_run
-
-    import torch
 
     path = tmp_path_factory.mktemp("run")
     config = TrainConfig(model="mlp", model_args={"hidden": [256]}, epochs=20, batch_size=32,
@@ -68,7 +68,8 @@ def onnx_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def draw_strokes(strokes: list[list[tuple[float, float]]], size: int = 280, width: int = LINE_WIDTH) -> Image.Image:
+def draw_strokes(strokes: list[list[tuple[float, float]]], size: int = 280,
+                 width: int = LINE_WIDTH) -> Image.Image:
     """Black strokes with round ends on white, as the page's canvas draws them."""
     img = Image.new("L", (size, size), 255)
     pen = ImageDraw.Draw(img)
@@ -79,7 +80,7 @@ def draw_strokes(strokes: list[list[tuple[float, float]]], size: int = 280, widt
     return img
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def png_bomb(side: int = 20_000) -> bytes:
     """A valid all-black PNG of side x side pixels (400 million by default) in about 400 KB,
     made row by row so the test never holds the decoded image either."""

@@ -85,7 +85,8 @@ def test_a_flat_list_of_784_reads_like_28_rows(client, fixture_test):
     rows = client.post("/api/predict", json={"pixels": digit.tolist()}).json()
     flat = client.post("/api/predict", json={"pixels": digit.ravel().tolist()}).json()
     assert rows == flat
-    assert abs(sum(rows["probabilities"]) - 1) < 1e-4 and rows["label"] == int(np.argmax(rows["probabilities"]))
+    assert abs(sum(rows["probabilities"]) - 1) < 1e-4
+    assert rows["label"] == int(np.argmax(rows["probabilities"]))
 
 
 def test_a_json_batch_answers_each_image_in_order(client, fixture_test):
@@ -109,8 +110,9 @@ def test_multipart_uploads_one_file_or_a_batch(client, fixture_test):
     photo = _png(paper_photo(fixture_test[0][0]))
     one = client.post("/api/predict", files={"file": ("photo.png", photo, "image/png")})
     assert one.status_code == 200 and one.json()["digit_found"]
+    drawn_one = _png(draw_strokes(STROKES[1]))
     many = client.post("/api/predict", files=[("file", ("a.png", photo, "image/png")),
-                                              ("file", ("b.png", _png(draw_strokes(STROKES[1])), "image/png"))])
+                                              ("file", ("b.png", drawn_one, "image/png"))])
     assert many.status_code == 200
     assert [p["label"] for p in many.json()["predictions"]] == [one.json()["label"], 1]
 
@@ -177,8 +179,10 @@ PNG_7 = encode(draw_strokes(STROKES[7]))
      422, "must be 28x28, got 280x280"),
 ], ids=["text-plain", "no-content-type", "gif-type", "broken-png", "truncated-png", "pdf-as-jpeg",
         "bomb", "too-many-pixels", "body-too-large", "upload-too-large", "bomb-upload", "text-upload",
-        "too-many-files", "form-without-file", "invalid-json", "json-list", "pixels-and-images", "misnamed-key",
-        "29-rows", "30-columns", "over-255", "negative", "nan", "nulls", "images-not-a-list", "bad-batch-item",
+        "too-many-files", "form-without-file", "invalid-json", "json-list", "pixels-and-images",
+        "misnamed-key",
+        "29-rows", "30-columns", "over-255", "negative", "nan", "nulls", "images-not-a-list",
+        "bad-batch-item",
         "batch-too-big", "raw-not-28x28"])
 def test_bad_requests_get_a_4xx_that_says_what_is_wrong(client, kwargs, status, message):
     answer = client.post("/api/predict", **kwargs)

@@ -40,8 +40,8 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
 def _start_server(run_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
     """``digits serve RUN_DIR`` on a free loopback port: the process and its base URL."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "digits.cli", "serve", str(run_dir), "--port", str(port), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, "-m", "digits.cli", "serve", str(run_dir), "--port", str(port), *flags]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -93,7 +93,8 @@ def test_bad_requests_do_not_slow_the_others(server):
     bomb = png_bomb(20_000)
 
     def post_bomb() -> int:
-        request = urllib.request.Request(f"{server}/api/predict", data=bomb, headers={"Content-Type": "image/png"})
+        request = urllib.request.Request(f"{server}/api/predict", data=bomb,
+                                         headers={"Content-Type": "image/png"})
         try:
             urllib.request.urlopen(request, timeout=10)
         except urllib.error.HTTPError as exc:
@@ -122,7 +123,8 @@ def test_the_load_script_runs_without_errors(server):
         assert 0 < result["p50_ms"] <= result["p99_ms"]
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc to see loaded libraries")
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(),
+                    reason="needs Linux's /proc to see loaded libraries")
 def test_an_onnx_server_process_never_loads_torch(onnx_run_dir, fixture_test):
     proc, base = _start_server(onnx_run_dir, "--runtime", "onnx")
     try:
@@ -156,7 +158,8 @@ def test_digits_drawn_with_the_mouse_are_read_on_the_page(server, tmp_path, fixt
     with sync_playwright() as p:
         # Playwright passes the profile to chromium as --user-data-dir.
         browser = p.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True,
-                                                       args=CHROMIUM_FLAGS, viewport={"width": 1000, "height": 800})
+                                                       args=CHROMIUM_FLAGS,
+                                                       viewport={"width": 1000, "height": 800})
         try:
             page = browser.new_page()
             page.goto(server)
@@ -200,6 +203,6 @@ def _draw(page, pad: dict, scale: float, stroke: list[tuple[float, float]]) -> N
 
 
 def _wait_for_newest_answer(page) -> None:
-    page.wait_for_function("window.digitsState.pending === 0 && window.digitsState.shown === window.digitsState.sent",
-                           timeout=15_000)
+    page.wait_for_function("window.digitsState.pending === 0 && "
+                           "window.digitsState.shown === window.digitsState.sent", timeout=15_000)
 

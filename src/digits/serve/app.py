@@ -32,8 +32,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
      (422, "unreadable image, wrong JSON shape or pixel values out of range"))}
 
 
-def create_app(reader: DigitReader, limits: Limits = Limits()) -> FastAPI:
-    """The app serving ``reader``'s model under ``limits``."""
+def create_app(reader: DigitReader, limits: Limits | None = None) -> FastAPI:
+    """The app serving ``reader``'s model under ``limits`` (default: :class:`Limits`)."""
+    limits = limits or Limits()
     app = FastAPI(title="digits", version=__version__,
                   description="Read handwritten digits: draw one at /, or POST pictures to /api/predict.")
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)

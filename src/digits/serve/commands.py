@@ -18,7 +18,8 @@ RUNTIMES = ("torch", "onnx")
 def add_commands(sub: Any) -> None:
     """Add the serving sub-commands to ``sub`` (the main parser's ``add_subparsers()``)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    serve = sub.add_parser("serve", formatter_class=fmt, help="serve a run as a draw-a-digit page and a JSON API")
+    serve = sub.add_parser("serve", formatter_class=fmt,
+                           help="serve a run as a draw-a-digit page and a JSON API")
     serve.add_argument("run_dir", metavar="RUN_DIR")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network")
     serve.add_argument("--port", type=_port, default=8000, metavar="N")

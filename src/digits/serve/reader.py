@@ -71,6 +71,7 @@ class DigitReader:
 def _as_is(picture: np.ndarray) -> PreparedDigit:
     picture = np.asarray(picture, np.float32)
     if picture.shape != (SIZE, SIZE):
-        raise InputError(f"without preprocessing a picture must be 28x28, got {picture.shape[1]}x{picture.shape[0]}")
+        height, width = picture.shape[0], picture.shape[-1]
+        raise InputError(f"without preprocessing a picture must be 28x28, got {width}x{height}")
     image = np.rint(np.clip(picture, 0, 255)).astype(np.uint8)
     return PreparedDigit(image, bool(image.any()))

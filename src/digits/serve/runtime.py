@@ -69,7 +69,8 @@ def summarize(run_dir: str | os.PathLike[str], runtime: str) -> ModelSummary:
     card = _read_json(run_dir / "model.json")
     metrics = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     accuracy, source = _accuracy(metrics)
-    return ModelSummary(str(card.get("architecture")), dict(card.get("args", {})), int(card.get("parameters", 0)),
+    return ModelSummary(str(card.get("architecture")), dict(card.get("args", {})),
+                        int(card.get("parameters", 0)),
                         model_version(run_dir), accuracy, source, runtime)
 
 
@@ -130,7 +131,8 @@ class OnnxRuntime:
         exported_from = self.session.get_modelmeta().custom_metadata_map.get(ONNX_SOURCE_KEY)
         current = model_version(run_dir)
         if exported_from != current:
-            raise ServeError(f"{path}: exported from weights {exported_from}, but the run now holds {current}; "
+            raise ServeError(f"{path}: exported from weights {exported_from}, but the run now holds "
+                             f"{current}; "
                              f"export again")
         self.input_name = self.session.get_inputs()[0].name
 

@@ -13,7 +13,7 @@ KEEP_ALIVE_S = 5        # idle connections are closed after this
 
 
 def run_server(run_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000,
-               runtime: str = "torch", limits: Limits = Limits()) -> None:
+               runtime: str = "torch", limits: Limits | None = None) -> None:
     """Load the model of ``run_dir`` and serve it until interrupted."""
     import uvicorn
 
