@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 
 from conftest import STROKES, draw_strokes, encode, paper_photo
 from PIL import Image
@@ -56,6 +57,15 @@ def test_a_missing_file_is_one_line_and_exit_status_2(run_dir, tmp_path, capsys)
 def test_serve_refuses_a_missing_run_directory(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "nothing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_port_already_in_use(run_dir, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(run_dir), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_serve_onnx_without_an_export_says_how_to_make_one(run_dir, tmp_path, capsys):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
+from digits.errors import ServeError
 from digits.serve.preprocess import Limits
 from digits.serve.reader import DigitReader
 
@@ -19,6 +21,7 @@ def run_server(run_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: i
 
     from digits.serve.app import create_app
 
+    _check_can_listen(host, port)  # before loading anything: a clear error, not uvicorn's log line
     reader = DigitReader.open(run_dir, runtime)
     if runtime == "torch":
         _one_thread_per_request()
@@ -27,6 +30,21 @@ def run_server(run_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: i
                      f"{runtime}) on http://{host}:{port}/\n")
     uvicorn.run(app, host=host, port=port, limit_concurrency=MAX_CONNECTIONS,
                 timeout_keep_alive=KEEP_ALIVE_S, log_level="warning", access_log=False)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ServeError(f"--host {host}: unknown address ({exc.strerror})") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}; is another server there? "
+                             f"choose another --port") from None
 
 
 def _one_thread_per_request() -> None:
