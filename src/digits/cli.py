@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from digits import __version__
 from digits.errors import DigitsError
+from digits.serve import commands as serve_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     tut.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-tutorial)")
     tut.add_argument("--epochs", type=_positive_int, default=25, metavar="N", help="exploration epochs")
     tut.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
+    serve_commands.add_commands(sub)  # serve, export, predict-image
     return parser
 
 
@@ -190,6 +192,8 @@ def _dispatch(args: argparse.Namespace, created: list[Path]) -> int:
     # Imports are per command so that `digits score` does not pay for importing torch.
     from digits import commands
 
+    if args.command in serve_commands.COMMANDS:
+        return serve_commands.run_command(args, created)
     handler = {"data": commands.data, "train": commands.train, "predict": commands.predict,
                "score": commands.score, "models": commands.models, "tutorial": commands.tutorial}
     return handler[args.command](args, created)
