@@ -6,7 +6,7 @@ DIGITS := $(VENV)/bin/digits
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 
-.PHONY: install demo data test test-all clean
+.PHONY: install browser demo data test test-all clean
 
 # The venv is (re)built whenever the pins or the project metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -26,11 +26,17 @@ data: $(DATA)/train.csv
 demo: install data
 	$(DIGITS) tutorial --data $(DATA)
 
-test: install
+# Debian's chromium for the draw-a-digit end-to-end test (Playwright drives it; it never
+# downloads a browser). Skipped when one is there already.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+test: install browser
 	$(PY) -m pytest
 
 # Also the long runs marked `slow`.
-test-all: install
+test-all: install browser
 	$(PY) -m pytest -m ""
 
 clean:

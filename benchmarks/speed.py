@@ -367,7 +367,7 @@ def load_kaggle(data_dir: Path) -> Kaggle:
 
 def record(path: Path, report: str) -> None:
     """Append ``report`` to the results file, newest last."""
-    header = "" if path.exists() else "# Speed results\n\nAppended by `benchmarks/speed.py`; newest last.\n"
+    header = "" if path.exists() else "# Benchmark results\n"
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(header + "\n" + report)
 
@@ -390,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    report = [f"## {stamp}\n", f"- machine: {machine()}",
+    report = [f"## speed.py {stamp}\n", f"- machine: {machine()}",
               f"- command: `python benchmarks/speed.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
               f"- {args.repeats} interleaved repetitions per group; medians\n"]
     print("\n".join(report), flush=True)

@@ -10,12 +10,13 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from digits import __version__
 from digits.errors import DigitsError
+from digits.serve import commands as serve_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,54 +27,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(kind: type, accept: Callable[[float], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse type: parse ``kind`` and check it, with one message for both failures."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+_positive_float = _number(float, lambda v: v > 0, "a positive number")
+_non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -161,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     tut.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-tutorial)")
     tut.add_argument("--epochs", type=_positive_int, default=25, metavar="N", help="exploration epochs")
     tut.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
+    serve_commands.add_commands(sub)  # serve, export, predict-image
     return parser
 
 
@@ -190,6 +164,8 @@ def _dispatch(args: argparse.Namespace, created: list[Path]) -> int:
     # Imports are per command so that `digits score` does not pay for importing torch.
     from digits import commands
 
+    if args.command in serve_commands.COMMANDS:
+        return serve_commands.run_command(args, created)
     handler = {"data": commands.data, "train": commands.train, "predict": commands.predict,
                "score": commands.score, "models": commands.models, "tutorial": commands.tutorial}
     return handler[args.command](args, created)

@@ -22,3 +22,19 @@ class RunError(DigitsError):
 
 class SubmissionError(DigitsError):
     """A submission would be rejected by Kaggle."""
+
+
+class ServeError(DigitsError):
+    """A model cannot be served or exported as asked (missing ONNX file, runtime absent)."""
+
+
+class InputError(DigitsError):
+    """An image or pixel array given for prediction is unreadable, too large or out of range.
+
+    ``status`` is the HTTP status the API answers with: 413 too large, 415 wrong content
+    type, 422 readable but invalid.
+    """
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status

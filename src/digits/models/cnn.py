@@ -13,10 +13,23 @@ from digits.models.registry import register_model
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
+def keras_bn(channels: int, dims: int = 2) -> nn.Module:
+    """Batch norm with Keras' defaults: running averages with momentum 0.99 (PyTorch's 0.01), eps 1e-3."""
+    cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+    return cls(channels, eps=1e-3, momentum=0.01)
+
+
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int | str = 0) -> list[nn.Module]:
     """Conv -> ReLU -> BatchNorm, the order of the Kaggle CNN design (bias is kept, as in Keras)."""
     return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding), nn.ReLU(inplace=True),
-            nn.BatchNorm2d(c_out)]
+            keras_bn(c_out)]
+
+
+def keras_init(module: nn.Module) -> None:
+    """Keras' defaults for Conv2D and Dense: Glorot-uniform weights, zero biases."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 @register_model("lenet5", description="LeNet-5 (LeCun 1998) with ReLU and max-pooling",
@@ -60,15 +73,18 @@ def pytorch_example() -> nn.Module:
                             "batch norm, dropout 0.4",
                 target="~99.7% single, 0.9975 as an ensemble of 15", mean=MNIST_MEAN, std=MNIST_STD)
 def kaggle_cnn(dropout: float = 0.4) -> nn.Module:
-    return nn.Sequential(
+    # Built as the Keras original was: its initialisation and batch-norm defaults.
+    net = nn.Sequential(
         *conv_bn(1, 32, 3), *conv_bn(32, 32, 3),                                 # (32, 24, 24)
         *conv_bn(32, 32, 5, stride=2, padding=2), nn.Dropout(dropout),           # (32, 12, 12)
         *conv_bn(32, 64, 3), *conv_bn(64, 64, 3),                                # (64, 8, 8)
         *conv_bn(64, 64, 5, stride=2, padding=2), nn.Dropout(dropout),           # (64, 4, 4)
         nn.Flatten(),
-        nn.Linear(64 * 4 * 4, 128), nn.ReLU(inplace=True), nn.BatchNorm1d(128), nn.Dropout(dropout),
+        nn.Linear(64 * 4 * 4, 128), nn.ReLU(inplace=True), keras_bn(128, dims=1), nn.Dropout(dropout),
         nn.Linear(128, 10),
     )
+    net.apply(keras_init)
+    return net
 
 
 @register_model("fast-cnn", description="The 99%-in-one-epoch design: Conv24 5x5, Conv32 3x3, FC 256",

@@ -91,7 +91,8 @@ class GraphedTrainer:
         x, y = self.x[rows], self.y[rows]
         if self.config.augment:  # random draws inside a graph use CUDA's graph-safe generator
             x = random_affine(x, **self.config.augment)
-        self.lr.copy_(self.lrs[self.step_index + i])
+        # index_select, not lrs[t]: indexing with a 0-d tensor reads it on the host and breaks capture.
+        self.lr.copy_(self.lrs.index_select(0, (self.step_index + i).view(1)).view(()))
         with autocast(x.device, self.config.precision):
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)

@@ -1,0 +1,104 @@
+"""The CLI's serving commands: ``serve``, ``export`` and ``predict-image``.
+
+``add_commands`` registers them on the main parser and ``run_command`` runs them, so the
+main CLI needs two lines to carry them. Imports are inside the commands: ``serve
+--runtime onnx`` must never import torch, and ``digits --help`` must stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("serve", "export", "predict-image")
+RUNTIMES = ("torch", "onnx")
+
+
+def add_commands(sub: Any) -> None:
+    """Add the serving sub-commands to ``sub`` (the main parser's ``add_subparsers()``)."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    serve = sub.add_parser("serve", formatter_class=fmt,
+                           help="serve a run as a draw-a-digit page and a JSON API")
+    serve.add_argument("run_dir", metavar="RUN_DIR")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network")
+    serve.add_argument("--port", type=_port, default=8000, metavar="N")
+    serve.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                       help="onnx serves RUN_DIR/model.onnx without importing torch")
+
+    export = sub.add_parser("export", formatter_class=fmt, help="export a run's model (ONNX)")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--out", metavar="FILE", help="output file (default: RUN_DIR/model.onnx)")
+
+    images = sub.add_parser("predict-image", formatter_class=fmt,
+                            help="read the digit in PNG/JPEG files (photos, scans, drawings)")
+    images.add_argument("files", nargs="+", metavar="FILE")
+    images.add_argument("--run", required=True, metavar="RUN_DIR", help="the trained run to use")
+    images.add_argument("--runtime", default="torch", choices=RUNTIMES)
+    images.add_argument("--show", action="store_true", help="also print the 28x28 image the model saw")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}")
+    return value
+
+
+def run_command(args: argparse.Namespace, created: list[Path]) -> int:
+    """Run the serving command named by ``args.command``."""
+    handler = {"serve": serve, "export": export, "predict-image": predict_image}[args.command]
+    return handler(args)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """``digits serve RUN_DIR``: uvicorn on ``--host``:``--port`` until interrupted."""
+    from digits.serve.server import run_server
+
+    run_server(args.run_dir, args.host, args.port, args.runtime)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """``digits export RUN_DIR --format onnx``."""
+    from digits.console import console
+    from digits.serve.export import export_onnx
+
+    path = export_onnx(args.run_dir, args.out)
+    console.print(f"wrote {path}")
+    return 0
+
+
+def predict_image(args: argparse.Namespace) -> int:
+    """``digits predict-image FILE... --run RUN_DIR``: one line per file."""
+    from digits.console import console
+    from digits.errors import DataError, InputError
+    from digits.serve.preprocess import decode_image
+    from digits.serve.reader import DigitReader
+
+    reader = DigitReader.open(args.run, args.runtime)
+    for name in args.files:
+        path = Path(name)
+        try:
+            reading = reader.read([decode_image(path.read_bytes())])[0]
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}", exc.status) from None
+        if reading.label is None:
+            console.print(f"{path}: no digit")
+        else:
+            console.print(f"{path}: {reading.label} (p={max(reading.probabilities or [0]):.3f})")
+        if args.show:
+            console.print(ascii_image(reading.image))
+    return 0
+
+
+def ascii_image(image: Any) -> str:
+    """A 28x28 uint8 image as 28 lines of text, darker characters for brighter pixels."""
+    shades = " .:-=+*#%@"
+    return "\n".join("".join(shades[int(v) * (len(shades) - 1) // 255] * 2 for v in row) for row in image)

@@ -1,0 +1,220 @@
+"""MNIST's preprocessing for any picture of one digit: the 28x28 image the model expects.
+
+MNIST's digits were made this way (LeCun et al.): the ink's bounding box scaled to fit
+20x20 keeping the aspect ratio, anti-aliased, then placed in a 28x28 field so that the
+centre of mass sits at the centre. A canvas drawing, a phone photo or a scan goes through
+the same steps here, so the model sees what it was trained on. The page, the API and
+``digits predict-image`` all call :func:`prepare_digit`; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from digits.errors import InputError
+
+SIZE = 28            # side of the model's input, pixels
+BOX = 20             # side of the box the ink is scaled to fit, as in MNIST
+CENTRE = 14.0        # MNIST's centre of mass, in row/column index units (measured: 13.99 / 14.01)
+WORK_SIDE = 1024     # large pictures are first reduced to this side: plenty for a 20x20 result
+MIN_CONTRAST = 40.0  # ink must differ from the background by this much (0-255) to count
+MIN_EXTENT = 0.08    # ink spanning less than this fraction of the picture is a speck, not a digit
+SPECKLE_MIN_SIDE = 64  # pictures this big have strokes several pixels wide: specks can go
+FORMATS = ("PNG", "JPEG")
+MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold; anything bigger is refused before it is read or decoded."""
+
+    max_body_bytes: int = 10 * 2**20   # whole request body
+    max_pixels: int = 25_000_000       # width x height of one image, checked before decoding
+    max_side: int = 10_000             # longest side of one image, pixels
+    max_batch: int = 256               # images in one request
+
+
+@dataclass(frozen=True)
+class PreparedDigit:
+    """The model's input for one picture: ``image`` uint8 (28, 28), light ink on black.
+
+    ``found`` is False for a blank or near-blank picture; ``image`` is then all zeros and
+    no prediction should be made from it.
+    """
+
+    image: np.ndarray
+    found: bool
+
+
+def decode_image(data: bytes, limits: Limits = Limits()) -> np.ndarray:
+    """Decode a PNG or JPEG into grayscale float32 (H, W), 0-255, as it looks (no inversion).
+
+    The size is checked from the header before any pixel is decoded, so a decompression
+    bomb costs nothing. Transparent areas count as white paper.
+    """
+    if len(data) > limits.max_body_bytes:
+        raise InputError(f"image of {len(data):,} bytes is over the limit of {limits.max_body_bytes:,}", 413)
+    if not data:
+        raise InputError("empty image: send the bytes of a PNG or JPEG file")
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:  # reads the header only
+            _check_size(img.size, limits)
+            if img.format == "JPEG":
+                img.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG can decode at 1/2..1/8 scale: fast
+            gray = _to_gray(ImageOps.exif_transpose(img))
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image too large to decode: {exc}", 413) from None
+    except UnidentifiedImageError:
+        if data.startswith(MAGIC):  # it says PNG or JPEG, but its header does not parse
+            raise InputError("broken image: a PNG or JPEG signature but an unreadable header") from None
+        raise InputError("not a PNG or JPEG image (unrecognised or unsupported format)", 415) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"broken image: cannot decode it ({exc})") from None
+    gray.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(gray, dtype=np.float32)
+
+
+def _check_size(size: tuple[int, int], limits: Limits) -> None:
+    width, height = size
+    if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+        raise InputError(f"image of {width}x{height} pixels is over the limit of {limits.max_pixels:,} "
+                         f"pixels and {limits.max_side} per side", 413)
+    if width < 1 or height < 1:
+        raise InputError(f"image of {width}x{height} pixels has no pixels")
+
+
+def _to_gray(img: Image.Image) -> Image.Image:
+    # Canvas exports and many scans are transparent where nothing was drawn: paper is white.
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba).convert("L")
+    if img.mode.startswith("I;16") or img.mode == "I":
+        return img.point(lambda v: v / 256).convert("L")  # 16-bit scans
+    return img.convert("L")
+
+
+def pixels_from_json(values: Any, where: str = "pixels") -> np.ndarray:
+    """Check a JSON pixel array (28 rows of 28 or a flat 784) of numbers 0-255; float32 (28, 28).
+
+    Every message names the offending position, so a client can fix its request.
+    """
+    if not isinstance(values, list):
+        raise InputError(f"{where}: expected a list of 28 rows of 28 numbers or a flat list of 784, "
+                         f"got {type(values).__name__}")
+    if len(values) == SIZE * SIZE:
+        flat = values
+    elif len(values) == SIZE and all(isinstance(row, list) for row in values):
+        for r, row in enumerate(values):
+            if len(row) != SIZE:
+                raise InputError(f"{where}[{r}]: expected 28 values, got {len(row)}")
+        flat = [v for row in values for v in row]
+    else:
+        raise InputError(f"{where}: expected 28 rows of 28 numbers or a flat list of 784, "
+                         f"got a list of {len(values)}")
+    for i, value in enumerate(flat):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where}: value {_position(values, i)} is {value!r}, not a number")
+        if not 0 <= value <= 255:  # also false for NaN
+            raise InputError(f"{where}: value {_position(values, i)} = {value!r} is outside 0-255")
+    return np.asarray(flat, dtype=np.float32).reshape(SIZE, SIZE)
+
+
+def _position(values: list[Any], index: int) -> str:
+    return f"[{index}]" if len(values) == SIZE * SIZE else f"[{index // SIZE}][{index % SIZE}]"
+
+
+def prepare_digit(gray: np.ndarray) -> PreparedDigit:
+    """MNIST's steps on a grayscale picture (H, W) of one digit, values 0-255.
+
+    Dark ink on light paper is inverted to light on dark; the background level is taken
+    from the picture's border and subtracted, so grey paper and photos work too.
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or gray.size == 0:
+        raise InputError(f"expected one grayscale image (H, W), got shape {gray.shape}")
+    ink = _ink(gray)
+    box = _ink_box(ink)
+    if box is None:
+        return PreparedDigit(np.zeros((SIZE, SIZE), np.uint8), False)
+    top, bottom, left, right = box
+    fitted = _fit_box(ink[top:bottom, left:right])
+    return PreparedDigit(_place_by_mass(fitted), True)
+
+
+def _ink(gray: np.ndarray) -> np.ndarray:
+    """Ink 0-255 on a zero background, whatever the polarity and paper colour."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    if background > 127.5:  # dark on light, like paper: MNIST is light on dark
+        gray, border, background = 255.0 - gray, 255.0 - border, 255.0 - background
+    # Paper grain and sensor noise: measured on the ink's side of the background, where
+    # noise on white paper survives clipping at 255; the 90th percentile ignores ink that
+    # touches the border. Three times it is about 4 sigma of Gaussian noise.
+    noise = 3.0 * float(np.percentile(np.maximum(border - background, 0.0), 90))
+    ink = gray - background - noise
+    contrast = float(ink.max())
+    if contrast <= 0 or contrast + noise < MIN_CONTRAST:
+        return np.zeros_like(gray)
+    return np.clip(ink * (255.0 / contrast), 0.0, 255.0)
+
+
+def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the ink, or None when there is none worth reading."""
+    mask = ink > 0
+    if min(ink.shape) >= SPECKLE_MIN_SIDE:
+        mask = _without_specks(mask)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    extent = max(bottom - top, right - left)
+    if extent < max(3, MIN_EXTENT * max(ink.shape)):  # a dot or a speck, not a digit
+        return None
+    return top, bottom, left, right
+
+
+def _without_specks(mask: np.ndarray) -> np.ndarray:
+    """A 3x3 majority filter: drops isolated noise pixels that would stretch the bounding box.
+
+    Only for large pictures, where strokes are many pixels wide; in a 28x28 field it would
+    erase MNIST's one-pixel strokes.
+    """
+    padded = np.pad(mask.astype(np.uint8), 1)
+    height, width = mask.shape
+    votes = sum(padded[r:r + height, c:c + width] for r in range(3) for c in range(3))
+    return votes >= 5
+
+
+def _fit_box(crop: np.ndarray) -> np.ndarray:
+    """Scale so the longer side is 20 pixels, keeping the aspect ratio, anti-aliased."""
+    height, width = crop.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    fitted = np.clip(np.asarray(resized), 0.0, 255.0)
+    peak = float(fitted.max())
+    # Thin strokes scaled down turn grey; MNIST's strokes peak at full white.
+    return fitted * (255.0 / peak) if peak > 0 else fitted
+
+
+def _place_by_mass(fitted: np.ndarray) -> np.ndarray:
+    """Put ``fitted`` in a 28x28 field with its centre of mass at MNIST's centre."""
+    height, width = fitted.shape
+    total = float(fitted.sum())
+    rows, cols = np.indices(fitted.shape)
+    mass_row = float((rows * fitted).sum()) / total
+    mass_col = float((cols * fitted).sum()) / total
+    # Whole-pixel shifts as MNIST did; kept inside the field when the mass is far off-centre.
+    top = min(max(math.floor(CENTRE - mass_row + 0.5), 0), SIZE - height)
+    left = min(max(math.floor(CENTRE - mass_col + 0.5), 0), SIZE - width)
+    field = np.zeros((SIZE, SIZE), np.float32)
+    field[top:top + height, left:left + width] = fitted
+    return np.rint(field).astype(np.uint8)

@@ -1,0 +1,77 @@
+"""Reading digits: preprocessing plus a runtime, the one path behind the page, the API and the CLI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from digits.errors import InputError
+from digits.serve.preprocess import SIZE, PreparedDigit, prepare_digit
+from digits.serve.runtime import ModelSummary, Runtime, load_runtime, summarize
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the model read in one picture. ``label`` and ``probabilities`` are None when
+    the picture holds no digit (blank or near-blank): no guess is made then."""
+
+    label: int | None
+    probabilities: list[float] | None
+    image: np.ndarray  # uint8 (28, 28): what the model saw
+
+    @property
+    def found(self) -> bool:
+        return self.label is not None
+
+    def to_dict(self, with_image: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": self.label, "digit_found": self.found,
+                               "probabilities": self.probabilities}
+        if not self.found:
+            out["message"] = "no digit: the picture is blank or nearly blank"
+        if with_image:
+            out["image"] = self.image.tolist()
+        return out
+
+
+class DigitReader:
+    """A served model: its card and its runtime. Thread-safe: both runtimes are."""
+
+    def __init__(self, runtime: Runtime, summary: ModelSummary) -> None:
+        self.runtime = runtime
+        self.summary = summary
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str], runtime: str = "torch") -> DigitReader:
+        """Load the model of ``run_dir`` on ``runtime`` ("torch" or "onnx")."""
+        summary = summarize(run_dir, runtime)  # fails fast on a bad run directory
+        return cls(load_runtime(run_dir, runtime), summary)
+
+    def read(self, pictures: Sequence[np.ndarray], preprocess: bool = True) -> list[Reading]:
+        """Read grayscale pictures (H, W) 0-255; with ``preprocess=False`` they must be
+        28x28 model inputs already (light ink on black) and are used as they are."""
+        prepared = [prepare_digit(p) if preprocess else _as_is(p) for p in pictures]
+        found = [p for p in prepared if p.found]
+        probabilities = (self.runtime.predict_proba(np.stack([p.image for p in found]))
+                         if found else np.zeros((0, 10), np.float32))
+        rows = iter(probabilities)
+        readings = []
+        for p in prepared:
+            if p.found:
+                row = next(rows)
+                readings.append(Reading(int(row.argmax()), [round(float(v), 6) for v in row], p.image))
+            else:
+                readings.append(Reading(None, None, p.image))
+        return readings
+
+
+def _as_is(picture: np.ndarray) -> PreparedDigit:
+    picture = np.asarray(picture, np.float32)
+    if picture.shape != (SIZE, SIZE):
+        height, width = picture.shape[0], picture.shape[-1]
+        raise InputError(f"without preprocessing a picture must be 28x28, got {width}x{height}")
+    image = np.rint(np.clip(picture, 0, 255)).astype(np.uint8)
+    return PreparedDigit(image, bool(image.any()))

@@ -1,0 +1,71 @@
+"""The API's response shapes, as pydantic models: they are what /docs shows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class DigitReading(BaseModel):
+    """One picture's prediction; label and probabilities are null when no digit was found."""
+
+    label: int | None = Field(description="the most probable digit, or null for a blank picture")
+    digit_found: bool
+    probabilities: list[float] | None = Field(description="P(digit = 0..9), summing to 1")
+    message: str | None = Field(default=None, description="why there is no label")
+    image: list[list[int]] | None = Field(default=None, description="the 28x28 image the model saw "
+                                          "(with ?include_image=true)")
+
+
+class Prediction(DigitReading):
+    """The answer to a request holding one picture."""
+
+    model_version: str
+
+
+class BatchPrediction(BaseModel):
+    """The answer to a request holding several pictures, in their order."""
+
+    model_version: str
+    predictions: list[DigitReading]
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str
+    runtime: str
+
+
+class ModelCardOut(BaseModel):
+    architecture: str
+    args: dict[str, Any]
+    parameters: int
+    version: str
+    accuracy: float | None = Field(description="accuracy measured on held-out digits")
+    accuracy_source: str | None = Field(description="'test' or 'validation'")
+    runtime: str
+    limits: dict[str, int]
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what is wrong with the request, and how to fix it")
+
+
+PREDICT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"oneOf": [
+            {"type": "object", "required": ["pixels"], "properties": {"pixels": {
+                "description": "28 rows of 28 numbers, or a flat list of 784, each 0-255",
+                "type": "array", "items": {}}}},
+            {"type": "object", "required": ["images"], "properties": {"images": {
+                "description": "a batch: a list of pixel arrays as above", "type": "array",
+                "items": {"type": "array", "items": {}}}}}]}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {
+            "type": "array", "items": {"type": "string", "format": "binary"},
+            "description": "one or more PNG/JPEG photos or scans of a digit"}}}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    },
+}

@@ -1,0 +1,208 @@
+"""A real server (``digits serve`` on uvicorn) and a real browser (Debian's headless chromium).
+
+The browser test draws digits as mouse strokes on the page's canvas and checks the
+prediction the page shows. It skips, with the reason, where chromium or Playwright is
+missing; ``make test`` installs chromium, so CI runs it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import STROKES, encode, paper_photo, png_bomb
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        return answer.status, json.loads(answer.read())
+
+
+def _start_server(run_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """``digits serve RUN_DIR`` on a free loopback port: the process and its base URL."""
+    port = _free_port()
+    command = [sys.executable, "-m", "digits.cli", "serve", str(run_dir), "--port", str(port), *flags]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"digits serve exited: {proc.stdout.read()}")
+        try:
+            _get(f"{base}/api/health", 1.0)
+            return proc, base
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    pytest.fail("digits serve did not answer within 60 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(run_dir) -> str:
+    proc, base = _start_server(run_dir)
+    yield base
+    _stop(proc)
+
+
+def test_the_server_binds_to_loopback_by_default(server):
+    status, health = _get(f"{server}/api/health")
+    assert status == 200 and health["status"] == "ok"
+    assert server.startswith("http://127.0.0.1:")
+
+
+def test_a_50_mb_upload_is_refused_before_its_body_is_sent(server):
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: 52428800\r\n\r\n")  # ...and not one byte of the 50 MB
+        started = time.monotonic()
+        reply = b""
+        while chunk := sock.recv(4096):  # the server answers, then closes the connection
+            reply += chunk
+        reply = reply.decode()
+    assert reply.startswith("HTTP/1.1 413")
+    assert "over the limit" in reply
+    assert time.monotonic() - started < 2
+
+
+def test_bad_requests_do_not_slow_the_others(server):
+    bomb = png_bomb(20_000)
+
+    def post_bomb() -> int:
+        request = urllib.request.Request(f"{server}/api/predict", data=bomb,
+                                         headers={"Content-Type": "image/png"})
+        try:
+            urllib.request.urlopen(request, timeout=10)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        return 200
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        bombs = [pool.submit(post_bomb) for _ in range(16)]
+        started = time.monotonic()
+        status, _ = _get(f"{server}/api/health")
+        health_seconds = time.monotonic() - started
+        codes = [b.result() for b in bombs]
+    assert codes == [413] * 16
+    assert status == 200 and health_seconds < 1.0
+
+
+def test_the_load_script_runs_without_errors(server):
+    name = "benchmarks_load"
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "benchmarks" / "load.py")
+    load = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+    spec.loader.exec_module(load)
+    port = int(server.rsplit(":", 1)[1])
+    for payload in load.payloads(8):
+        result = load.run_level(port, payload, clients=4, seconds=1.0, max_requests=40)
+        assert result["requests"] == 40 and result["errors"] == 0, result["first_error"]
+        assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(),
+                    reason="needs Linux's /proc to see loaded libraries")
+def test_an_onnx_server_process_never_loads_torch(onnx_run_dir, fixture_test):
+    proc, base = _start_server(onnx_run_dir, "--runtime", "onnx")
+    try:
+        request = urllib.request.Request(f"{base}/api/predict", headers={"Content-Type": "application/json"},
+                                         data=json.dumps({"pixels": fixture_test[0][0].tolist()}).encode())
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["label"] == fixture_test[1][0]
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    finally:
+        _stop(proc)
+    assert "onnxruntime" in maps
+    assert "libtorch" not in maps and "/torch/" not in maps
+
+
+def _chromium_missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (make test installs Debian's chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -r requirements.lock)"
+    return None
+
+
+@pytest.mark.skipif(_chromium_missing() is not None, reason=str(_chromium_missing()))
+def test_digits_drawn_with_the_mouse_are_read_on_the_page(server, tmp_path, fixture_test):
+    from playwright.sync_api import expect, sync_playwright
+
+    digit_photo = (fixture_test[0][0], int(fixture_test[1][0]))  # also uploaded as a photo
+    profile = tmp_path / "chromium-profile"  # a fresh profile every run
+    with sync_playwright() as p:
+        # Playwright passes the profile to chromium as --user-data-dir.
+        browser = p.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True,
+                                                       args=CHROMIUM_FLAGS,
+                                                       viewport={"width": 1000, "height": 800})
+        try:
+            page = browser.new_page()
+            page.goto(server)
+            expect(page.locator("#card-parameters")).not_to_have_text("…")
+            pad = page.locator("#pad").bounding_box()
+            scale = pad["width"] / 280
+            for label, strokes in STROKES.items():
+                page.click("#clear")
+                for stroke in strokes:
+                    _draw(page, pad, scale, stroke)
+                _wait_for_newest_answer(page)
+                assert page.locator("#prediction").get_attribute("data-label") == str(label), \
+                    f"drew {label}, the page shows {page.locator('#prediction').text_content()}"
+                seen = page.evaluate("Array.from(document.getElementById('seen').getContext('2d')"
+                                     ".getImageData(0, 0, 28, 28).data).filter((v, i) => i % 4 == 0)")
+                assert max(seen) == 255 and seen[0] == 0  # the 28x28 image the model saw is shown
+                bars = page.locator("#bars li.top .pct").text_content()
+                assert bars.endswith("%") and float(bars[:-1]) > 50
+            page.set_input_files("#file", files=[{"name": "photo.png", "mimeType": "image/png",
+                                                  "buffer": encode(paper_photo(digit_photo[0]))}])
+            _wait_for_newest_answer(page)
+            assert page.locator("#prediction").get_attribute("data-label") == str(digit_photo[1])
+            page.click("#undo")  # the 4 loses its stroke down: still drawn, maybe another reading
+            _wait_for_newest_answer(page)
+            page.click("#clear")
+            expect(page.locator("#prediction")).to_have_text("–")
+        finally:
+            browser.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _draw(page, pad: dict, scale: float, stroke: list[tuple[float, float]]) -> None:
+    points = [(pad["x"] + x * scale, pad["y"] + y * scale) for x, y in stroke]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x, y, steps=4)
+    sent_while_drawing = page.evaluate("window.digitsState.sent")
+    page.mouse.up()
+    assert sent_while_drawing > 0  # the prediction follows the pen, not only the finished stroke
+
+
+def _wait_for_newest_answer(page) -> None:
+    page.wait_for_function("window.digitsState.pending === 0 && "
+                           "window.digitsState.shown === window.digitsState.sent", timeout=15_000)
+

@@ -1,0 +1,72 @@
+"""ONNX export: the same predictions as PyTorch, and a server that never imports torch."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from digits.errors import ServeError
+from digits.predict.predictor import predict_proba
+from digits.runs import load_model, save_model
+from digits.serve.runtime import OnnxRuntime, load_runtime
+
+
+def test_onnx_predicts_what_pytorch_predicts_on_the_fixture(onnx_run_dir, fixture_test):
+    images, labels = fixture_test
+    model, _ = load_model(onnx_run_dir)
+    expected = predict_proba(model, images)
+    got = OnnxRuntime(onnx_run_dir).predict_proba(images)
+    assert got.shape == (500, 10)
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+    assert np.abs(got - expected).max() < 1e-5
+    assert (got.argmax(1) == labels).mean() > 0.8
+
+
+def test_onnx_takes_any_batch_size(onnx_run_dir, fixture_test):
+    runtime = OnnxRuntime(onnx_run_dir)
+    for n in (1, 3, 64):
+        assert runtime.predict_proba(fixture_test[0][:n]).shape == (n, 10)
+
+
+def test_serving_onnx_never_imports_torch(onnx_run_dir, fixture_test):
+    digit = fixture_test[0][0].tolist()
+    script = textwrap.dedent(f"""
+        import sys
+        from fastapi.testclient import TestClient
+        from digits.serve.app import create_app
+        from digits.serve.reader import DigitReader
+        reader = DigitReader.open({str(onnx_run_dir)!r}, "onnx")
+        with TestClient(create_app(reader)) as client:
+            answer = client.post("/api/predict", json={{"pixels": {digit!r}}})
+            assert answer.status_code == 200, answer.text
+            assert client.get("/api/health").json()["runtime"] == "onnx"
+        print(answer.json()["label"], "torch" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    label, torch_imported = done.stdout.split()
+    assert torch_imported == "False"
+    assert int(label) == int(fixture_test[1][0])
+
+
+def test_an_export_from_older_weights_is_refused(onnx_run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(onnx_run_dir, run)
+    model, card = load_model(run)
+    with __import__("torch").no_grad():
+        next(model.parameters()).add_(0.01)  # retrained: the weights are not those exported
+    save_model(run, model, card.name, card.args)
+    with pytest.raises(ServeError, match="export again"):
+        OnnxRuntime(run)
+
+
+def test_serving_onnx_without_an_export_says_how_to_make_one(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("model.onnx"))
+    with pytest.raises(ServeError, match="--format onnx"):
+        load_runtime(run, "onnx")
