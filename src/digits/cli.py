@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", formatter_class=fmt, help="train one model into a run directory")
     train.add_argument("--model", default="tutorial-mlp", metavar="NAME", help="see `digits models`")
+    train.add_argument("--preset", metavar="NAME|FILE", help="training settings from a preset TOML "
+                       "(e.g. a study's best.toml); only --device, --data/--train and --out still apply")
     train.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="builder argument, JSON value (e.g. hidden=[512,256])")
     _add_data_flags(train, "train")
@@ -130,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     tut.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-tutorial)")
     tut.add_argument("--epochs", type=_positive_int, default=25, metavar="N", help="exploration epochs")
     tut.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
+
+    from digits.tune.cli import add_tune_command  # light: no torch or optuna at import
+    add_tune_command(sub)
     return parser
 
 
@@ -158,8 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, created: list[Path]) -> int:
     # Imports are per command so that `digits score` does not pay for importing torch.
     from digits import commands
+    from digits.tune.cli import run_tune
 
-    handler = {"data": commands.data, "train": commands.train, "predict": commands.predict,
+    handler = {"tune": run_tune, "data": commands.data, "train": commands.train, "predict": commands.predict,
                "score": commands.score, "models": commands.models, "tutorial": commands.tutorial}
     return handler[args.command](args, created)
 

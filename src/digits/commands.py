@@ -71,10 +71,15 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.train.run import train_run
 
     model_args = dict(args.model_arg)
-    resolve_model_args(args.model, **model_args)  # unknown model or argument: fail before any work
     config = TrainConfig(model=args.model, model_args=model_args, epochs=args.epochs,
                          batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          val_split=args.val_split, seed=args.seed, device=args.device)
+    if getattr(args, "preset", None):
+        from digits.presets import load_preset
+
+        config = load_preset(args.preset).replace(device=args.device)
+        args.model, model_args = config.model, dict(config.model_args)
+    resolve_model_args(args.model, **model_args)  # unknown model or argument: fail before any work
     source = _data_path(args, "train")
     digits = load_kaggle_csv(source, kind="train")
     run_dir = _make_run_dir(args.out, args.model, created)

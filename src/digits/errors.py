@@ -22,3 +22,7 @@ class RunError(DigitsError):
 
 class SubmissionError(DigitsError):
     """A submission would be rejected by Kaggle."""
+
+
+class TuneError(DigitsError):
+    """A tuning study, its storage or its search space is wrong."""

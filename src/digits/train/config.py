@@ -20,6 +20,8 @@ class TrainConfig:
     optimizer: str = "rmsprop"
     lr: float = 1e-3              # per step, not scaled with batch size
     optimizer_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"rho": 0.9}
+    schedule: str = "constant"    # constant | cosine | onecycle, stepped per batch
+    augment: float = 0.0          # random affine jitter strength, 0 (off) to 1
     val_split: float = 0.05       # last fraction of rows, before shuffling (Keras)
     shuffle: bool = True          # reshuffle the training rows every epoch
     seed: int = 0
@@ -34,6 +36,8 @@ class TrainConfig:
             raise DigitsError(f"--val-split must be in [0, 1), got {self.val_split}")
         if self.lr <= 0:
             raise DigitsError(f"--lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.augment <= 1.0:
+            raise DigitsError(f"augment must be in [0, 1], got {self.augment}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied; ``None`` values keep the current setting."""

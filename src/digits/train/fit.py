@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digits.data.augment import random_affine
 from digits.data.dataset import DigitSet
 from digits.models.registry import create_model
 from digits.train.callbacks import Callback
@@ -22,6 +23,7 @@ from digits.train.config import TrainConfig
 from digits.train.device import resolve_device
 from digits.train.history import History
 from digits.train.optim import build_optimizer
+from digits.train.schedule import build_scheduler
 
 
 @dataclass(frozen=True)
@@ -49,19 +51,27 @@ def seed_everything(seed: int) -> None:
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TensorSet,
                     batch_size: int, order: torch.Tensor,
-                    callbacks: Sequence[Callback] = (), epoch: int = 0) -> tuple[float, float]:
-    """One pass over ``data`` in ``order``; returns (mean loss, accuracy) over the examples."""
+                    callbacks: Sequence[Callback] = (), epoch: int = 0,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    augment: float = 0.0) -> tuple[float, float]:
+    """One pass over ``data`` in ``order``; returns (mean loss, accuracy) over the examples.
+
+    ``scheduler`` is stepped after every batch; ``augment`` > 0 jitters each batch."""
     model.train()
     loss_sum = torch.zeros((), device=data.x.device)
     correct = torch.zeros((), device=data.x.device, dtype=torch.int64)
     for step, start in enumerate(range(0, len(order), batch_size), start=1):
         idx = order[start:start + batch_size]
         x, y = data.x[idx], data.y[idx]
+        if augment > 0:
+            x = random_affine(x, augment)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         # Accumulate on the device: a .item() here would sync every step.
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == y).sum()
@@ -98,6 +108,7 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
     optimizer = build_optimizer(config.optimizer, model.parameters(), config.lr, **config.optimizer_args)
     generator = torch.Generator().manual_seed(config.seed)
     steps = math.ceil(len(data) / config.batch_size)
+    scheduler = build_scheduler(config.schedule, optimizer, steps * config.epochs)
     for cb in callbacks:
         cb.on_train_begin(config.epochs, steps)
     history = History()
@@ -107,7 +118,8 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
         started = time.perf_counter()
         order = (torch.randperm(len(data), generator=generator) if config.shuffle
                  else torch.arange(len(data))).to(device)
-        loss, acc = train_one_epoch(model, optimizer, data, config.batch_size, order, callbacks, epoch)
+        loss, acc = train_one_epoch(model, optimizer, data, config.batch_size, order, callbacks, epoch,
+                                    scheduler, config.augment)
         seconds = time.perf_counter() - started
         val_loss, val_acc = evaluate(model, val_data) if val_data is not None else (math.nan, math.nan)
         row = {"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss,

@@ -1,0 +1,6 @@
+"""Tests import their helpers (postgres_server) from this folder."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
