@@ -6,7 +6,7 @@ DIGITS := $(VENV)/bin/digits
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 
-.PHONY: install demo data test test-all clean
+.PHONY: install demo data test test-all clean postgres
 
 # The venv is (re)built whenever the pins or the project metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -26,11 +26,15 @@ data: $(DATA)/train.csv
 demo: install data
 	$(DIGITS) tutorial --data $(DATA)
 
-test: install
+# PostgreSQL's server for the study-storage test (Debian's package; skipped when present).
+postgres:
+	bash .ci/ensure-postgres
+
+test: install postgres
 	$(PY) -m pytest
 
 # Also the long runs marked `slow`.
-test-all: install
+test-all: install postgres
 	$(PY) -m pytest -m ""
 
 clean:
