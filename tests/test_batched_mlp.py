@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -27,7 +28,8 @@ def test_packing_then_unpacking_returns_the_same_models() -> None:
             torch.testing.assert_close(stack.to_model(g, m)(pixels), models[g][m](pixels))
 
 
-def test_fused_rmsprop_update_equals_torch_rmsprop_with_keras_settings() -> None:
+@pytest.mark.parametrize("aliased", [False, True])
+def test_fused_rmsprop_update_equals_torch_rmsprop_with_keras_settings(aliased: bool) -> None:
     torch.manual_seed(1)
     p = torch.randn(30, 20)
     reference = p.clone().requires_grad_(True)
@@ -37,7 +39,7 @@ def test_fused_rmsprop_update_equals_torch_rmsprop_with_keras_settings() -> None
         g = torch.randn(30, 20)
         reference.grad = g.clone()
         opt.step()
-        rmsprop_update(params, [g], scratch, v, lr=0.003)
+        rmsprop_update(params, [g], [g] if aliased else scratch, v, lr=0.003)
     torch.testing.assert_close(params[0], reference.detach(), rtol=1e-5, atol=1e-6)
 
 

@@ -64,7 +64,6 @@ class MlpStack:
         self.params = (self.w1, self.b1, self.w2, self.b2)
         self.grads = tuple(torch.zeros_like(p) for p in self.params)
         self.square_avg = tuple(torch.zeros_like(p) for p in self.params)  # RMSprop's v
-        self._first_moment = tuple(torch.zeros_like(p) for p in self.params)  # see _rmsprop_step
         assert self.w1.shape == (g, 784, h) and self.w2.shape == (g, h, 10 * m)
 
     @property
@@ -145,8 +144,9 @@ class MlpStack:
         for gi in active:
             by_lr.setdefault(self.lrs[gi], []).append(gi)
         for lr, groups in by_lr.items():
+            # The gradient buffers double as Adam's first moment (see rmsprop_update).
             lists = [[t[gi] for gi in groups for t in tensors]
-                     for tensors in (self.params, self.grads, self._first_moment, self.square_avg)]
+                     for tensors in (self.params, self.grads, self.grads, self.square_avg)]
             rmsprop_update(*lists, lr=lr)
 
 
@@ -161,7 +161,8 @@ def rmsprop_update(params: list[torch.Tensor], grads: list[torch.Tensor], scratc
     memory-bound (one pass instead of six over tens of megabytes is 30-60x faster here).
     Adam with beta1 = 0 keeps its first moment equal to g, and at a step count this large
     its bias corrections are exactly 1, which leaves exactly the RMSprop update above.
-    ``scratch`` holds Adam's first moment (equal to the last gradient).
+    ``scratch`` holds Adam's first moment, which equals the gradient: passing the gradient
+    tensors themselves (elementwise, so aliasing is safe) saves one pass over memory.
     """
     fused = getattr(torch, "_fused_adam_", None)
     if fused is not None and params and params[0].device.type in ("cpu", "cuda"):
