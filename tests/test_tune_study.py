@@ -13,7 +13,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from postgres_server import find_bin, postgres_server
 
 FIXTURES = Path(__file__).parent / "fixtures"

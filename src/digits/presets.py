@@ -5,7 +5,9 @@ the name of a file shipped under ``digits/presets/``."""
 from __future__ import annotations
 
 import json
+import math
 import os
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -59,6 +61,6 @@ def _toml_value(value: Any) -> str:
     # JSON's strings, numbers, booleans and arrays are valid TOML values.
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         raise DigitsError("a preset cannot hold NaN")
     return json.dumps(value)

@@ -115,13 +115,12 @@ def _use_all_cores() -> None:
 def _run_search(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.console import console
     from digits.data.kaggle import load_kaggle_csv
-    from digits.tune.search import WorkerSettings, make_pruner, make_sampler
+    from digits.tune.search import WorkerSettings
     from digits.tune.search_report import finish_search, run_search_with_progress
     from digits.tune.space import load_space
     from digits.tune.storage import sqlite_url
 
     space = load_space(args.space)  # a bad space fails before anything is created
-    make_sampler(args.sampler, 0), make_pruner(args.pruner)
     train_csv = _train_path(args)
     load_kaggle_csv(train_csv, kind="train")  # validate once here, not in every worker
     study = args.study or space.name

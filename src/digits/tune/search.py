@@ -4,6 +4,7 @@ sees the trials of workers on other machines too)."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import socket
@@ -128,7 +129,7 @@ def start_workers(settings: WorkerSettings, count: int) -> list[multiprocessing.
     """Start ``count`` worker processes on one study; the CPU threads are shared out."""
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no forked torch threads
     threads = settings.threads or max(1, (os.cpu_count() or 1) // count)
-    per_worker = WorkerSettings(**{**settings.__dict__, "threads": threads})
+    per_worker = dataclasses.replace(settings, threads=threads)
     procs = [ctx.Process(target=_worker_main, args=(per_worker, i), name=f"digits-tune-{i}", daemon=False)
              for i in range(count)]
     for p in procs:

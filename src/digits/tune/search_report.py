@@ -3,7 +3,6 @@ workers run, then the trials table, the pictures and the best trial as a preset.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from digits.errors import TuneError
-from digits.tune.search import Snapshot, WorkerSettings, open_study, run_in_thread, run_worker, start_workers, watch
+from digits.tune.search import (
+    Snapshot,
+    WorkerSettings,
+    open_study,
+    run_in_thread,
+    run_worker,
+    start_workers,
+    watch,
+)
 from digits.tune.space import SearchSpace
 
 
@@ -50,11 +57,8 @@ def run_search_with_progress(settings: WorkerSettings, workers: int, console: Co
             procs = start_workers(settings, workers)
             try:
                 watch(study, lambda: not any(p.is_alive() for p in procs), on_change)
-            except KeyboardInterrupt:
-                for p in procs:
-                    p.send_signal(signal.SIGINT) if hasattr(p, "send_signal") else p.terminate()
-                raise
             finally:
+                # Ctrl-C reaches the workers too (one process group); wait for them to stop.
                 for p in procs:
                     p.join()
             if any(p.exitcode for p in procs):

@@ -27,10 +27,11 @@ def sqlite_url(path: str | os.PathLike[str]) -> str:
 def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int | None = None) -> Any:
     """An ``optuna.storages.RDBStorage`` for ``url`` with heartbeats and crash retries."""
     import optuna
+    import sqlalchemy
 
     if not url.startswith(("sqlite:", "postgresql:", "postgresql+", "mysql:", "mysql+")):
         raise TuneError(f"--storage: expected sqlite:///FILE or postgresql://..., got {url!r}")
-    url = _with_driver(url)
+    given, url = url, _with_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         # Several local workers write one file: wait for the lock instead of failing at once.
@@ -47,11 +48,11 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int | None
                 grace_period=grace or max(3 * heartbeat, heartbeat + 2),
                 **{_callback_argument(): retry(max_retry=MAX_RETRIES)})
         except ImportError as exc:
-            raise TuneError(f"--storage {_redact(url)}: no database driver ({exc}); "
+            raise TuneError(f"--storage {_redact(given)}: no database driver ({exc}); "
                             "pip install 'digits[tune]'") from None
-        except Exception as exc:  # sqlalchemy's errors: bad URL, server down, no such database
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:  # bad URL, server down, no database
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TuneError(f"--storage {_redact(url)}: cannot open ({first})") from None
+            raise TuneError(f"--storage {_redact(given)}: cannot open ({first})") from None
 
 
 def _with_driver(url: str) -> str:
