@@ -54,8 +54,8 @@ def _check_every_trial_recorded_once(storage: str, study: str, result: subproces
 
 def test_two_workers_share_a_sqlite_study_and_record_every_trial_once(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    result = _tune(storage, "shared", tmp_path / "out", trials=8, workers=2)
-    _check_every_trial_recorded_once(storage, "shared", result, trials=8)
+    result = _tune(storage, "shared", tmp_path / "out", trials=6, workers=2)
+    _check_every_trial_recorded_once(storage, "shared", result, trials=6)
     out = tmp_path / "out"
     assert (out / "trials.csv").is_file() and (out / "optimization_history.png").stat().st_size > 1000
     assert (out / "best.toml").read_text().startswith("# study shared")
@@ -64,8 +64,8 @@ def test_two_workers_share_a_sqlite_study_and_record_every_trial_once(tmp_path: 
 @pytest.mark.skipif(find_bin("initdb") is None, reason="PostgreSQL not installed (make postgres installs it)")
 def test_two_workers_share_a_postgresql_study_and_record_every_trial_once(tmp_path: Path) -> None:
     with postgres_server() as url:
-        result = _tune(url, "shared-pg", tmp_path / "out", trials=8, workers=2)
-        _check_every_trial_recorded_once(url, "shared-pg", result, trials=8)
+        result = _tune(url, "shared-pg", tmp_path / "out", trials=6, workers=2)
+        _check_every_trial_recorded_once(url, "shared-pg", result, trials=6)
 
 
 def test_the_default_storage_is_a_sqlite_file_in_the_study_folder(tmp_path: Path) -> None:

@@ -53,6 +53,9 @@ def _positive_int(text: str) -> int:
 
 def run_tune(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits tune``: a grid search (``--grid``) or an Optuna search (``--space``)."""
+    # Before torch is imported: OpenMP threads that spin while waiting for each other collapse
+    # when the cores are shared (workers, other jobs): 10x slower steps were measured here.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.grid:
         return _run_grid(args, created)
     return _run_search(args, created)

@@ -8,7 +8,6 @@ import dataclasses
 import multiprocessing
 import os
 import socket
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -177,18 +176,3 @@ def watch(study: Any, until: Callable[[], bool], on_change: Callable[[Snapshot],
         if done:
             return now
         time.sleep(every)
-
-
-def run_in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
-    """Run ``target`` in a thread; exceptions are collected in the returned list."""
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            target()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-            errors.append(exc)
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    return thread, errors

@@ -3,6 +3,7 @@ workers run, then the trials table, the pictures and the best trial as a preset.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ from digits.tune.search import (
     Snapshot,
     WorkerSettings,
     open_study,
-    run_in_thread,
     run_worker,
     start_workers,
     watch,
@@ -47,11 +47,16 @@ def run_search_with_progress(settings: WorkerSettings, workers: int, console: Co
 
     with progress:
         if workers == 1:
-            ran: list[int] = []
-            thread, errors = run_in_thread(lambda: ran.extend(run_worker(settings)))
-            watch(study, lambda: not thread.is_alive(), on_change)
-            if errors:
-                raise errors[0]
+            # The trials run in this (main) thread, so Ctrl-C stops the trial in progress;
+            # the watcher reads the storage from a thread beside it.
+            stop = threading.Event()
+            watcher = threading.Thread(target=watch, args=(study, stop.is_set, on_change), daemon=True)
+            watcher.start()
+            try:
+                ran = run_worker(settings)
+            finally:
+                stop.set()
+                watcher.join(timeout=10)
             console.print(f"this worker ran trials {ran}")
         else:
             procs = start_workers(settings, workers)
