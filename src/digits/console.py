@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from digits.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 # Piped output (CI logs, `| tee`) gets wide lines instead of rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
@@ -35,6 +38,9 @@ class EpochProgress(Callback):
     def on_epoch_begin(self, epoch: int) -> None:
         if not self.out.is_terminal:
             return  # logs get the table rows only, not bar redraws
+        # Imported here: commands that never train (predict, score) do not pay for it.
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.progress = Progress(TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=self.out, transient=True)

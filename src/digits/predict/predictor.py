@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from digits.errors import RunError
+from digits.train.fast_mlp import is_small_mlp, use_threads
 
 
 def tta_views(pixels: torch.Tensor) -> list[torch.Tensor]:
@@ -28,11 +29,16 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 4096,
     model.eval()
     pixels = torch.from_numpy(np.ascontiguousarray(images))
     out = []
-    for start in range(0, len(pixels), batch_size):
-        batch = pixels[start:start + batch_size].to(device)
-        views = tta_views(batch) if tta else [batch]
-        probs = sum(torch.softmax(model(v).float(), dim=1) for v in views) / len(views)
-        out.append(probs.cpu())
+    # A small MLP, or a handful of images, runs best on one thread: more cost more to wake
+    # (and on a busy machine, to wait for) than they save. One image: 0.6 ms vs 52 ms for
+    # fast-cnn on two threads of a loaded 2-core machine.
+    single = device.type == "cpu" and (len(images) <= 16 or is_small_mlp(model))
+    with use_threads(1 if single else torch.get_num_threads()):
+        for start in range(0, len(pixels), batch_size):
+            batch = pixels[start:start + batch_size].to(device)
+            views = tta_views(batch) if tta else [batch]
+            probs = sum(torch.softmax(model(v).float(), dim=1) for v in views) / len(views)
+            out.append(probs.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32)
 
 
@@ -69,6 +75,19 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
     if (run_dir / "ensemble.json").is_file():
         spec = read_json(run_dir / "ensemble.json")
         loaded = [load_model(run_dir / member, device) for member in spec["members"]]
-        return Predictor([m for m, _ in loaded], [c.name for _, c in loaded], bool(spec.get("tta", False)))
+        return Predictor([for_inference(m) for m, _ in loaded], [c.name for _, c in loaded],
+                         bool(spec.get("tta", False)))
     model, card = load_model(run_dir, device)
-    return Predictor([model], [card.name])
+    return Predictor([for_inference(model)], [card.name])
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """``model`` laid out for fast prediction, in place: on the CPU, a network with
+    convolutions goes channels-last, where oneDNN's NHWC convolution and max-pool kernels
+    predict 28,000 digits with fast-cnn in 3.0 s instead of 5.7 s (same labels; the
+    probabilities differ by under 1e-6)."""
+    params = list(model.parameters())
+    on_cpu = bool(params) and params[0].device.type == "cpu"
+    if on_cpu and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+    return model

@@ -27,6 +27,7 @@ from digits.train.callbacks import Callback
 from digits.train.checkpoint import load_checkpoint, save_checkpoint
 from digits.train.config import TrainConfig
 from digits.train.device import resolve_device
+from digits.train.fast_mlp import FastMlpEpochs, can_fit_fast
 from digits.train.history import History
 from digits.train.optim import build_optimizer
 from digits.train.schedule import Schedule, build_schedule
@@ -182,6 +183,8 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
         checkpoint_dir = None if graphed else checkpoint_dir
     optimizer = graphed.optimizer if graphed else build_optimizer(
         config.optimizer, model.parameters(), config.lr, weight_decay=config.weight_decay, **config.optimizer_args)
+    fast = (FastMlpEpochs(model, optimizer, config.batch_size, callbacks)  # plain MLP on the CPU
+            if graphed is None and can_fit_fast(model, config, callbacks, device) else None)
     steps = graphed.steps if graphed else math.ceil(len(data) / config.batch_size)
     mode = "max" if config.monitor == "val_accuracy" else "min"
     schedule = None if graphed else build_schedule(config.schedule, optimizer, config.epochs, steps, mode,
@@ -211,8 +214,9 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
         else:
             order = (torch.randperm(len(data), generator=generator) if config.shuffle
                      else torch.arange(len(data))).to(device)
-            loss, acc, lr = train_one_epoch(forward, model, optimizer, data, order, settings, schedule,
-                                            callbacks, epoch)
+            loss, acc, lr = (fast.run_epoch(data, order, epoch) if fast is not None else
+                             train_one_epoch(forward, model, optimizer, data, order, settings, schedule,
+                                             callbacks, epoch))
         seconds = time.perf_counter() - started
         val_loss, val_acc = (evaluate(model, val_data, precision=config.precision) if val_data is not None
                              else (math.nan, math.nan))
