@@ -6,7 +6,7 @@ DIGITS := $(VENV)/bin/digits
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 
-.PHONY: install browser demo data test test-all clean
+.PHONY: install browser postgres demo data test test-all clean
 
 # The venv is (re)built whenever the pins or the project metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -32,11 +32,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
-test: install browser
+# PostgreSQL's server for the study-storage test (Debian's package; skipped when present).
+postgres:
+	bash .ci/ensure-postgres
+
+test: install browser postgres
 	$(PY) -m pytest
 
 # Also the long runs marked `slow`.
-test-all: install browser
+test-all: install browser postgres
 	$(PY) -m pytest -m ""
 
 clean:

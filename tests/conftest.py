@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+sys.path.insert(0, str(Path(__file__).parent))  # tests import helpers (postgres_server) from here
 
 # Tests never reach the network: no mirrors, and a cache of their own.
 os.environ["DIGITS_MNIST_MIRRORS"] = ""

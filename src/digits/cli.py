@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     tut.add_argument("--epochs", type=_positive_int, default=25, metavar="N", help="exploration epochs")
     tut.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
     serve_commands.add_commands(sub)  # serve, export, predict-image
+
+    from digits.tune.cli import add_tune_command  # light: no torch or optuna at import
+    add_tune_command(sub)
     return parser
 
 
@@ -166,6 +169,10 @@ def _dispatch(args: argparse.Namespace, created: list[Path]) -> int:
 
     if args.command in serve_commands.COMMANDS:
         return serve_commands.run_command(args, created)
+    if args.command == "tune":
+        from digits.tune.cli import run_tune
+
+        return run_tune(args, created)
     handler = {"data": commands.data, "train": commands.train, "predict": commands.predict,
                "score": commands.score, "models": commands.models, "tutorial": commands.tutorial}
     return handler[args.command](args, created)

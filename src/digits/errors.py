@@ -38,3 +38,5 @@ class InputError(DigitsError):
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.status = status
+class TuneError(DigitsError):
+    """A tuning study, its storage or its search space is wrong."""

@@ -107,4 +107,4 @@ def _jsonable(value: Any) -> Any:
 
 def _load_builtin_models() -> None:
     # Importing the architecture modules runs their @register_model decorators.
-    from digits.models import cnn, mlp  # noqa: F401
+    from digits.models import cnn, cnn_small, mlp  # noqa: F401

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from digits.atomic import write_text
 from digits.errors import DigitsError
 from digits.train.config import TrainConfig
 
@@ -57,3 +61,32 @@ def _from_dict(label: str, data: dict[str, Any]) -> Preset:
     return Preset(Path(label).stem, data.get("description", ""), data.get("target", ""), config,
                   int(ensemble.get("members", 1)), float(ensemble.get("bagging", 0.0)),
                   bool(ensemble.get("tta", False)), int(ensemble.get("workers", 1)))
+
+
+def preset_toml(config: TrainConfig, description: str = "", target: str = "") -> str:
+    """``config`` as preset text; ``load_preset`` reads it back to the same config."""
+    lines = [f"description = {_toml_value(description)}", f"target = {_toml_value(target)}", "", "[train]"]
+    tables = {}
+    for key, value in config.to_dict().items():
+        if isinstance(value, dict):
+            tables[key] = value
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables.items():
+        lines += ["", f"[train.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_preset(path: str | os.PathLike[str], config: TrainConfig, description: str = "",
+                 target: str = "") -> Path:
+    """Write ``config`` as a preset file, atomically; train it with ``digits train --preset PATH``."""
+    return write_text(path, preset_toml(config, description, target))
+
+
+def _toml_value(value: Any) -> str:
+    # JSON's strings, numbers, booleans and arrays are valid TOML values.
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        raise DigitsError("a preset cannot hold NaN or infinity")
+    return json.dumps(value)

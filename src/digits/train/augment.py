@@ -9,6 +9,19 @@ import torch
 import torch.nn.functional as F
 
 
+# At strength 1, the largest jitter a digit stays readable under (a search space's "augment" knob).
+MAX_ROTATION, MAX_ZOOM, MAX_SHIFT = 15.0, 0.15, 3 / 28
+
+
+def augment_settings(strength: float) -> dict[str, float]:
+    """One knob for searches and scikit-learn: ``strength`` in [0, 1] scales rotation, zoom and shift."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"augmentation strength must be in [0, 1], got {strength}")
+    if strength == 0:
+        return {}
+    return {"rotation": MAX_ROTATION * strength, "zoom": MAX_ZOOM * strength, "shift": MAX_SHIFT * strength}
+
+
 def random_affine(pixels: torch.Tensor, rotation: float = 0.0, zoom: float = 0.0, shift: float = 0.0,
                   elastic: float = 0.0) -> torch.Tensor:
     """Augment uint8 or float pixels (B, 28, 28) -> float (B, 1, 28, 28) on the same device.

@@ -1,0 +1,146 @@
+"""``digits tune``: the argument parser (added to the main CLI by ``add_tune_command``) and
+the command itself. Heavy imports (torch, optuna) happen inside the command."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from digits.errors import DataError, TuneError
+
+
+def add_tune_command(sub: Any) -> None:
+    """Register ``digits tune`` on the main parser's sub-parsers."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    tune = sub.add_parser("tune", formatter_class=fmt, help="hyper-parameter search: the tutorial's grid or Optuna")
+    what = tune.add_mutually_exclusive_group(required=True)
+    what.add_argument("--grid", metavar="NAME", help="a grid search over the tutorial MLP (tutorial, quick)")
+    what.add_argument("--space", metavar="NAME|FILE", help="an Optuna search space (cnn, mlp, tiny, or a .toml file)")
+    tune.add_argument("--trials", type=_positive_int, default=20, metavar="N",
+                      help="finished trials the study should reach, all workers and machines together")
+    tune.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="local worker processes")
+    tune.add_argument("--storage", metavar="URL",
+                      help="Optuna storage shared by workers, e.g. postgresql://user@host/db "
+                           "(default: sqlite file study.db in the study folder)")
+    tune.add_argument("--study", metavar="NAME", help="study name; workers started with the same "
+                      "--storage and --study join one study (default: the space's name)")
+    tune.add_argument("--out", metavar="DIR", help="study folder (default: studies/<study>)")
+    group = tune.add_mutually_exclusive_group()
+    group.add_argument("--train", metavar="CSV", help="train.csv or Kaggle's zip")
+    group.add_argument("--data", default="data", metavar="DIR", help="folder holding train.csv (and test.csv)")
+    tune.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
+    tune.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    tune.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
+    tune.add_argument("--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
+                      help="a trial whose worker is silent 3x this long is failed and retried")
+    tune.add_argument("--seed", type=int, default=0, metavar="N")
+    tune.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def run_tune(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits tune``: a grid search (``--grid``) or an Optuna search (``--space``)."""
+    # Before torch is imported: OpenMP threads that spin while waiting for each other collapse
+    # when the cores are shared (workers, other jobs): 10x slower steps were measured here.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.grid:
+        return _run_grid(args, created)
+    return _run_search(args, created)
+
+
+def _train_path(args: argparse.Namespace) -> Path:
+    path = Path(args.train) if args.train else Path(args.data) / "train.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run `digits data prepare --out {path.parent}` first")
+    return path
+
+
+def _study_dir(args: argparse.Namespace, study: str, created: list[Path], fresh: bool) -> Path:
+    folder = Path(args.out) if args.out else Path("studies") / study
+    if fresh and folder.exists() and any(folder.iterdir()):
+        raise TuneError(f"{folder}: already exists and is not empty; choose another --out")
+    if not folder.exists():
+        created.append(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _run_grid(args: argparse.Namespace, created: list[Path]) -> int:
+    from digits.console import console
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.tune.grid import get_grid
+    from digits.tune.grid_study import GridProgress, run_grid_study
+
+    started = time.perf_counter()
+    spec = get_grid(args.grid)
+    train_csv = _train_path(args)
+    data = load_kaggle_csv(train_csv, kind="train")
+    test_csv = train_csv.parent / "test.csv"
+    test = load_kaggle_csv(test_csv, kind="test") if test_csv.is_file() else None
+    study = args.study or f"grid-{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    folder = _study_dir(args, study, created, fresh=True)
+    _use_all_cores()
+    console.print(f"grid {spec.name}: hidden {list(spec.hidden)} x lr {list(spec.lrs)}, {spec.folds}-fold CV, "
+                  f"{spec.epochs} epochs, batch {spec.batch_size}: {spec.fits} fits + refit, on {len(data)} rows")
+    with GridProgress(console, spec) as progress:
+        result = run_grid_study(spec, data, test, folder, study, args.storage, args.seed, progress)
+    created.clear()
+    console.print(result.table)
+    best = result.best
+    console.print(f"best: {best.hidden} units, lr {best.lr:g}: {best.mean:.6f} ± {best.std:.4f} "
+                  f"(the notebook: 256 units, lr 0.002, 0.975048)")
+    for line in result.lines:
+        console.print(line)
+    console.print(f"wall time {time.perf_counter() - started:.1f} s for {spec.fits} fits + refit "
+                  f"(the notebook: 16.9 minutes); study folder {folder}")
+    return 0
+
+
+def _use_all_cores() -> None:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+def _run_search(args: argparse.Namespace, created: list[Path]) -> int:
+    from digits.console import console
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.tune.search import WorkerSettings
+    from digits.tune.search_report import finish_search, run_search_with_progress
+    from digits.tune.space import load_space
+    from digits.tune.storage import sqlite_url
+
+    space = load_space(args.space)  # a bad space fails before anything is created
+    train_csv = _train_path(args)
+    load_kaggle_csv(train_csv, kind="train")  # validate once here, not in every worker
+    study = args.study or space.name
+    folder = _study_dir(args, study, created, fresh=False)
+    storage = args.storage or sqlite_url(folder / "study.db")
+    settings = WorkerSettings(storage=storage, study=study, space=args.space, train_csv=str(train_csv.resolve()),
+                              trials=args.trials, seed=args.seed, sampler=args.sampler, pruner=args.pruner,
+                              device=args.device, heartbeat=args.heartbeat, timeout=args.timeout)
+    console.print(f"study {study} ({space.description}); storage {_shown(storage)}; "
+                  f"{args.workers} worker(s) here, until {args.trials} trials are finished")
+    study_obj = run_search_with_progress(settings, args.workers, console)
+    created.clear()
+    finish_search(study_obj, space, folder, console)
+    return 0
+
+
+def _shown(url: str) -> str:
+    from digits.tune.storage import _redact
+
+    return _redact(url)

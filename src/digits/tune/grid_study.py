@@ -1,0 +1,124 @@
+"""A grid search as a study: cross-validate every cell, record each cell as an Optuna trial
+(so grids and searches share storage, tables and pictures), write the files, refit the
+best cell on all rows and predict the test set."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from digits.data.dataset import DigitSet
+from digits.tune.grid import CellResult, GridSpec, best_cell, refit, run_grid
+
+
+class GridProgress:
+    """A bar over the grid's epochs (all fits advance together), then the refit's."""
+
+    def __init__(self, console: Console, spec: GridSpec) -> None:
+        self.console, self.spec = console, spec
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, disable=not console.is_terminal)
+        self.stage = ""
+        self.task: Any = None
+
+    def __enter__(self) -> GridProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def begin(self, stage: str) -> None:
+        self.stage = stage
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(stage, total=self.spec.epochs)
+
+    def epoch(self, epoch: int, seconds: float) -> None:
+        self.progress.update(self.task, completed=epoch)
+        if not self.console.is_terminal:  # logs: one line per epoch instead of a bar
+            self.console.print(f"  {self.stage}: epoch {epoch}/{self.spec.epochs} ({seconds:.1f} s)")
+
+
+@dataclass(frozen=True)
+class GridStudyResult:
+    cells: list[CellResult]
+    best: CellResult
+    table: Table
+    lines: list[str]
+
+
+def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder: Path, study_name: str,
+                   storage_url: str | None, seed: int, progress: GridProgress) -> GridStudyResult:
+    """Everything ``digits tune --grid`` does after parsing; files go into ``folder``."""
+    from digits.tune.report import grid_table, write_cv_results, write_grid_histories
+
+    progress.begin(f"{spec.fits} fits")
+    cells = run_grid(spec, data, seed, progress.epoch)
+    best = best_cell(cells)
+    lines = [f"cv results: {write_cv_results(folder / 'cv_results.csv', cells)}",
+             f"every fit's per-epoch history: {write_grid_histories(folder / 'histories.csv', cells)}"]
+    progress.begin(f"refit {best.hidden} units, lr {best.lr:g}")
+    model, history = refit(best, spec, data, seed, progress.epoch)
+    lines += _save_refit(folder / "refit", model, history, best, spec, data, test, seed)
+    lines += _record_study(cells, spec, folder, study_name, storage_url)
+    return GridStudyResult(cells, best, grid_table(cells, spec.lrs), lines)
+
+
+def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec: GridSpec, data: DigitSet,
+                test: DigitSet | None, seed: int) -> list[str]:
+    from digits.predict.predictor import predict_labels
+    from digits.predict.submission import score_submission, write_submission
+    from digits.presets import write_preset
+    from digits.report.plots import plot_learning_curves
+    from digits.runs import environment, save_model, write_json
+    from digits.train.config import TrainConfig
+
+    config = TrainConfig(model="tutorial-mlp", model_args={"hidden": best.hidden}, epochs=spec.epochs,
+                         batch_size=spec.batch_size, optimizer="rmsprop", lr=best.lr, val_split=0.0, seed=seed)
+    write_json(run_dir / "config.json", {"train": config.to_dict(), "data": {"source": data.origin, "rows": len(data)},
+                                         "environment": environment()})
+    history.save(run_dir / "history.csv")
+    plot_learning_curves(history, run_dir / "curves.png", title=f"refit: {best.hidden} units, lr {best.lr:g}")
+    save_model(run_dir, model, "tutorial-mlp", {"hidden": best.hidden})
+    preset = write_preset(run_dir.parent / "best.toml", config,
+                          f"grid {spec.name}: best cell, CV accuracy {best.mean:.6f} ± {best.std:.4f}")
+    lines = [f"refit on all {len(data)} rows: run directory {run_dir}", f"best cell as a preset: {preset}"]
+    if test is not None:
+        submission = write_submission(run_dir / "submission.csv", predict_labels(model, test.images))
+        lines.append(f"submission: {submission}")
+        solution = Path(test.origin).parent / "solution.csv"
+        if solution.is_file():
+            score = score_submission(submission, solution)
+            write_json(run_dir / "metrics.json", {"score": score, "cv_mean": best.mean, "cv_std": best.std})
+            lines.append(f"score against {solution}: {score:.5f}")
+    return lines
+
+
+def _record_study(cells: list[CellResult], spec: GridSpec, folder: Path, study_name: str,
+                  storage_url: str | None) -> list[str]:
+    """One COMPLETE trial per cell (value: mean CV accuracy), then the table and pictures."""
+    import optuna
+
+    from digits.tune.report import save_study_plots, write_trials_csv
+    from digits.tune.storage import open_storage, sqlite_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(storage_url or sqlite_url(folder / "study.db"))
+    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
+    dist = {"hidden": optuna.distributions.CategoricalDistribution(list(spec.hidden)),
+            "lr": optuna.distributions.CategoricalDistribution(list(spec.lrs))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.add_trials([optuna.trial.create_trial(
+            params={"hidden": c.hidden, "lr": c.lr}, distributions=dist, value=c.mean,
+            user_attrs={"fold_scores": list(c.fold_scores), "std": c.std,
+                        "histories": [h.rows for h in c.histories]}) for c in cells])
+    pictures = save_study_plots(study, folder)
+    return [f"trials: {write_trials_csv(folder / 'trials.csv', study)}"] + [f"picture: {p}" for p in pictures]

@@ -1,0 +1,56 @@
+"""The function Optuna maximises: one training run of the trial's settings, judged by the
+final validation accuracy, reported every epoch so that poor trials are pruned early."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from digits.data.dataset import DigitSet
+from digits.train.callbacks import Callback
+from digits.train.fit import train_model
+from digits.tune.search import worker_name
+from digits.tune.space import SearchSpace
+
+
+class ReportToTrial(Callback):
+    """Reports each epoch's validation accuracy to the trial, keeps the history in the
+    trial (user attribute ``history``) and stops a trial the pruner judges poor."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+        self.rows: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch: int, row: dict[str, float]) -> bool | None:
+        import optuna
+
+        self.rows.append({k: round(v, 6) for k, v in row.items()})
+        self.trial.set_user_attr("history", self.rows)
+        self.trial.report(row["val_accuracy"], epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {epoch}: val_accuracy {row['val_accuracy']:.4f}")
+        return None
+
+
+def make_objective(space: SearchSpace, data: DigitSet, device: str = "auto") -> Callable[[Any], float]:
+    """An objective that trains ``space.suggest(trial)`` on ``data`` (its last ``val_split``
+    held out) and returns the final validation accuracy."""
+
+    def objective(trial: Any) -> float:
+        config = space.suggest(trial).replace(device=device, seed=trial.number)
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("worker", worker_name())
+        train, val = data.split_last(config.val_split)
+        report = ReportToTrial(trial)
+        _, history = train_model(config, train, val, [report])
+        return history.rows[-1]["val_accuracy"]
+
+    return objective
+
+
+def limit_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads (None: torch's default, one per core)."""
+    if threads:
+        torch.set_num_threads(threads)

@@ -1,0 +1,178 @@
+"""Running an Optuna search: samplers and pruners by name, one worker's loop, N local worker
+processes on one study, and a watcher that reports progress from the storage itself (so it
+sees the trials of workers on other machines too)."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from digits.errors import DigitsError, TuneError
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything a worker process needs (picklable: it crosses the process boundary)."""
+
+    storage: str
+    study: str
+    space: str
+    train_csv: str
+    trials: int               # finished trials (complete or pruned) the study should reach
+    seed: int = 0
+    sampler: str = "tpe"
+    pruner: str = "median"
+    device: str = "auto"
+    threads: int | None = None
+    heartbeat: int = 10
+    timeout: float | None = None  # seconds, per worker
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise TuneError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str) -> Any:
+    import optuna
+
+    if name == "median":  # prune below the median of earlier trials at the same epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise TuneError(f"unknown pruner {name!r}; known: {', '.join(PRUNERS)}")
+
+
+def finished_states() -> tuple[Any, ...]:
+    import optuna
+
+    return (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def open_study(settings: WorkerSettings, worker: int = 0) -> Any:
+    """Create the study or join it (``load_if_exists``), with this worker's sampler."""
+    import optuna
+
+    from digits.tune.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(settings.storage, heartbeat=settings.heartbeat)
+    for attempt in range(5):
+        try:
+            return optuna.create_study(storage=storage, study_name=settings.study, direction="maximize",
+                                       sampler=make_sampler(settings.sampler, settings.seed * 1000 + worker),
+                                       pruner=make_pruner(settings.pruner), load_if_exists=True)
+        except optuna.exceptions.DuplicatedStudyError:
+            time.sleep(0.2 * (attempt + 1))  # two workers created it at once: join the winner's
+    raise TuneError(f"study {settings.study}: cannot create or join it")
+
+
+def run_worker(settings: WorkerSettings, worker: int = 0) -> list[int]:
+    """One worker: trial after trial until the study has ``settings.trials`` finished
+    trials (counting every worker's), or the timeout. Returns the numbers of the trials it ran."""
+    import optuna
+
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.tune.objective import limit_threads, make_objective
+    from digits.tune.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    limit_threads(settings.threads)
+    space = load_space(settings.space)
+    data = load_kaggle_csv(settings.train_csv, kind="train")
+    study = open_study(settings, worker)
+    if len(study.get_trials(deepcopy=False, states=finished_states())) >= settings.trials:
+        return []
+    ran: list[int] = []
+    enough = optuna.study.MaxTrialsCallback(settings.trials, states=finished_states())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        study.optimize(make_objective(space, data, settings.device), timeout=settings.timeout,
+                       callbacks=[enough, lambda s, t: ran.append(t.number)], catch=(DigitsError,),
+                       gc_after_trial=False)
+    return ran
+
+
+def worker_name() -> str:
+    """host:pid, recorded in every trial so a study shows who ran what."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worker_main(settings: WorkerSettings, worker: int) -> None:
+    try:
+        ran = run_worker(settings, worker)
+    except KeyboardInterrupt:
+        return
+    # One line per worker: its own tally, to hold against what the storage recorded.
+    print(f"worker {worker} ({worker_name()}) ran trials {ran}", flush=True)
+
+
+def start_workers(settings: WorkerSettings, count: int) -> list[multiprocessing.Process]:
+    """Start ``count`` worker processes on one study; the CPU threads are shared out."""
+    ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no forked torch threads
+    threads = settings.threads or max(1, (os.cpu_count() or 1) // count)
+    per_worker = dataclasses.replace(settings, threads=threads)
+    procs = [ctx.Process(target=_worker_main, args=(per_worker, i), name=f"digits-tune-{i}", daemon=False)
+             for i in range(count)]
+    for p in procs:
+        p.start()
+    return procs
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The study as the storage has it now."""
+
+    finished: int
+    running: int
+    failed: int
+    best_value: float | None
+    best_number: int | None
+    best_params: dict[str, Any]
+
+
+def snapshot(study: Any) -> Snapshot:
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    state = optuna.trial.TrialState
+    done = [t for t in trials if t.state == state.COMPLETE]
+    best = max(done, key=lambda t: t.value) if done else None
+    return Snapshot(sum(t.state in finished_states() for t in trials),
+                    sum(t.state == state.RUNNING for t in trials),
+                    sum(t.state == state.FAIL for t in trials),
+                    best.value if best else None, best.number if best else None,
+                    dict(best.params) if best else {})
+
+
+def watch(study: Any, until: Callable[[], bool], on_change: Callable[[Snapshot], None],
+          every: float = 1.0) -> Snapshot:
+    """Poll the study every ``every`` seconds, calling ``on_change`` when it changed, until
+    ``until()`` is true; returns the last snapshot."""
+    last = None
+    while True:
+        done = until()
+        now = snapshot(study)
+        if now != last:
+            on_change(now)
+            last = now
+        if done:
+            return now
+        time.sleep(every)
