@@ -23,10 +23,18 @@ def _digits(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           timeout=300, **kwargs)
 
 
-def _tune(storage: str, study: str, out: Path, trials: int, workers: int, space: str = "tiny",
-          *extra: str) -> subprocess.CompletedProcess:
-    return _digits("tune", "--space", space, "--trials", str(trials), "--workers", str(workers),
-                   "--storage", storage, "--study", study, "--out", str(out), "--data", str(FIXTURES), *extra)
+# Trials of about a second each, so that both workers are busy on the study at once
+# (with seconds-short trials the first worker up could finish them all alone).
+SHARED_SPACE = ('[fixed]\nmodel = "tutorial-mlp"\nepochs = 12\nval_split = 0.2\n[params]\n'
+                '"model_args.hidden" = { type = "int", low = 8, high = 32 }\n'
+                'lr = { type = "float", low = 0.001, high = 0.01, log = true }\n')
+
+
+def _tune(storage: str, study: str, out: Path, trials: int, workers: int) -> subprocess.CompletedProcess:
+    space = out.parent / "shared.toml"
+    space.write_text(SHARED_SPACE)
+    return _digits("tune", "--space", str(space), "--trials", str(trials), "--workers", str(workers),
+                   "--storage", storage, "--study", study, "--out", str(out), "--data", str(FIXTURES))
 
 
 def _check_every_trial_recorded_once(storage: str, study: str, result: subprocess.CompletedProcess,
