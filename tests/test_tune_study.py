@@ -129,8 +129,10 @@ def test_a_user_error_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
 
 def test_a_worker_whose_trials_all_fail_stops_with_a_one_line_error(tmp_path: Path) -> None:
     space = tmp_path / "broken.toml"  # every sampled width is negative: no model can be built
-    space.write_text('[fixed]\nmodel = "cnn-small"\n[params]\n"model_args.c1" = { type = "int", low = -3, high = -1 }\n')
-    result = _digits("tune", "--space", str(space), "--trials", "3", "--data", str(FIXTURES), "--out", str(tmp_path / "b"))
+    space.write_text('[fixed]\nmodel = "cnn-small"\n'
+                     '[params]\n"model_args.c1" = { type = "int", low = -3, high = -1 }\n')
+    result = _digits("tune", "--space", str(space), "--trials", "3", "--data", str(FIXTURES),
+                     "--out", str(tmp_path / "b"))
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("digits: error: study broken: 5 trials in a row failed; the last: model 'cnn-small' "
