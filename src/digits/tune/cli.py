@@ -19,7 +19,7 @@ def add_tune_command(sub: Any) -> None:
     tune = sub.add_parser("tune", formatter_class=fmt, help="hyper-parameter search: the tutorial's grid or Optuna")
     what = tune.add_mutually_exclusive_group(required=True)
     what.add_argument("--grid", metavar="NAME", help="a grid search over the tutorial MLP (tutorial, quick)")
-    what.add_argument("--space", metavar="NAME|FILE", help="an Optuna search space (cnn, mlp, tiny, or a .toml file)")
+    what.add_argument("--space", metavar="NAME|FILE", help="an Optuna search space (arch, cnn, mlp, tiny, or a .toml file)")
     tune.add_argument("--trials", type=_positive_int, default=20, metavar="N",
                       help="finished trials the study should reach, all workers and machines together")
     tune.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="local worker processes")
