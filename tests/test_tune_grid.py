@@ -54,7 +54,7 @@ def test_grid_command_prints_the_table_and_writes_results_histories_refit_and_su
     assert len(history) == 4 * 2 * 2  # cells x folds x epochs: every fit, every epoch
     assert all(0 < float(r["val_accuracy"]) <= 1 for r in history)
     best = min(rows, key=lambda r: int(r["rank_test_score"]))
-    assert load_preset(out / "best.toml").config.model_args == {"hidden": int(best["hidden"])}
+    assert load_preset(out / "best.toml").config.model_args == {"hidden": int(best["param_hidden"])}
     for name in ("model.safetensors", "model.json", "history.csv", "curves.png", "submission.csv"):
         assert (out / "refit" / name).is_file(), name
     assert (out / "optimization_history.png").is_file() and (out / "param_importances.png").is_file()

@@ -17,7 +17,7 @@ from digits.train.schedule import build_schedule
 from digits.tune.space import list_spaces, load_space
 
 
-@pytest.mark.parametrize("name", ["cnn", "mlp", "tiny"])
+@pytest.mark.parametrize("name", ["arch", "cnn", "mlp", "tiny"])
 def test_every_shipped_space_turns_a_trial_into_a_training_config(name: str) -> None:
     space = load_space(name)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
@@ -27,7 +27,7 @@ def test_every_shipped_space_turns_a_trial_into_a_training_config(name: str) -> 
 
 
 def test_shipped_spaces_are_listed() -> None:
-    assert {"cnn", "mlp", "tiny"} <= set(list_spaces())
+    assert {"arch", "cnn", "mlp", "tiny"} <= set(list_spaces())
 
 
 def test_a_conditional_parameter_is_sampled_only_when_its_condition_holds(tmp_path: Path) -> None:

@@ -23,10 +23,18 @@ def _digits(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           timeout=300, **kwargs)
 
 
-def _tune(storage: str, study: str, out: Path, trials: int, workers: int, space: str = "tiny",
-          *extra: str) -> subprocess.CompletedProcess:
-    return _digits("tune", "--space", space, "--trials", str(trials), "--workers", str(workers),
-                   "--storage", storage, "--study", study, "--out", str(out), "--data", str(FIXTURES), *extra)
+# Trials of about a second each, so that both workers are busy on the study at once
+# (with seconds-short trials the first worker up could finish them all alone).
+SHARED_SPACE = ('[fixed]\nmodel = "tutorial-mlp"\nepochs = 12\nval_split = 0.2\n[params]\n'
+                '"model_args.hidden" = { type = "int", low = 8, high = 32 }\n'
+                'lr = { type = "float", low = 0.001, high = 0.01, log = true }\n')
+
+
+def _tune(storage: str, study: str, out: Path, trials: int, workers: int) -> subprocess.CompletedProcess:
+    space = out.parent / "shared.toml"
+    space.write_text(SHARED_SPACE)
+    return _digits("tune", "--space", str(space), "--trials", str(trials), "--workers", str(workers),
+                   "--storage", storage, "--study", study, "--out", str(out), "--data", str(FIXTURES))
 
 
 def _check_every_trial_recorded_once(storage: str, study: str, result: subprocess.CompletedProcess,
@@ -117,3 +125,15 @@ def test_a_user_error_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     bad = _digits("tune", "--space", "tiny", "--storage", "oracle://x", "--data", str(FIXTURES),
                   "--out", str(tmp_path / "y"))
     assert bad.returncode == 2 and "--storage" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_a_worker_whose_trials_all_fail_stops_with_a_one_line_error(tmp_path: Path) -> None:
+    space = tmp_path / "broken.toml"  # every sampled width is negative: no model can be built
+    space.write_text('[fixed]\nmodel = "cnn-small"\n'
+                     '[params]\n"model_args.c1" = { type = "int", low = -3, high = -1 }\n')
+    result = _digits("tune", "--space", str(space), "--trials", "3", "--data", str(FIXTURES),
+                     "--out", str(tmp_path / "b"))
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("digits: error: study broken: 5 trials in a row failed; the last: model 'cnn-small' "
+                           "cannot be built"), last

@@ -19,16 +19,16 @@ def add_tune_command(sub: Any) -> None:
     tune = sub.add_parser("tune", formatter_class=fmt, help="hyper-parameter search: the tutorial's grid or Optuna")
     what = tune.add_mutually_exclusive_group(required=True)
     what.add_argument("--grid", metavar="NAME", help="a grid search over the tutorial MLP (tutorial, quick)")
-    what.add_argument("--space", metavar="NAME|FILE", help="an Optuna search space (cnn, mlp, tiny, or a .toml file)")
+    what.add_argument("--space", metavar="NAME|FILE", help="an Optuna search space (arch, cnn, mlp, tiny, or a .toml file)")
     tune.add_argument("--trials", type=_positive_int, default=20, metavar="N",
                       help="finished trials the study should reach, all workers and machines together")
     tune.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="local worker processes")
     tune.add_argument("--storage", metavar="URL",
                       help="Optuna storage shared by workers, e.g. postgresql://user@host/db "
-                           "(default: sqlite file study.db in the study folder)")
+                           "[none: a SQLite file study.db in the study folder]")
     tune.add_argument("--study", metavar="NAME", help="study name; workers started with the same "
-                      "--storage and --study join one study (default: the space's name)")
-    tune.add_argument("--out", metavar="DIR", help="study folder (default: studies/<study>)")
+                      "--storage and --study join one study [none: the space's name]")
+    tune.add_argument("--out", metavar="DIR", help="study folder [none: studies/<study>]")
     group = tune.add_mutually_exclusive_group()
     group.add_argument("--train", metavar="CSV", help="train.csv or Kaggle's zip")
     group.add_argument("--data", default="data", metavar="DIR", help="folder holding train.csv (and test.csv)")

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from digits.data.dataset import DigitSet
+from digits.errors import DigitsError
 from digits.train.callbacks import Callback
 from digits.train.fit import train_model
 from digits.tune.search import worker_name
@@ -44,7 +45,11 @@ def make_objective(space: SearchSpace, data: DigitSet, device: str = "auto") -> 
         trial.set_user_attr("worker", worker_name())
         train, val = data.split_last(config.val_split)
         report = ReportToTrial(trial)
-        _, history = train_model(config, train, val, [report])
+        try:
+            _, history = train_model(config, train, val, [report])
+        except DigitsError as exc:
+            trial.set_user_attr("error", str(exc))  # kept in the study, and shown if trials keep failing
+            raise
         return history.rows[-1]["val_accuracy"]
 
     return objective

@@ -37,7 +37,7 @@ def write_cv_results(path: str | os.PathLike[str], cells: Sequence[object]) -> P
     ranks = {id(c): r for r, c in enumerate(sorted(cells, key=lambda c: -c.mean), start=1)}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["hidden", "lr", *[f"split{i}_test_score" for i in range(folds)],
+    writer.writerow(["param_hidden", "param_lr", *[f"split{i}_test_score" for i in range(folds)],
                      "mean_test_score", "std_test_score", "rank_test_score"])
     for c in cells:
         writer.writerow([c.hidden, c.lr, *[f"{s:.6f}" for s in c.fold_scores], f"{c.mean:.6f}",
@@ -49,7 +49,7 @@ def write_grid_histories(path: str | os.PathLike[str], cells: Sequence[object]) 
     """Every fit's per-epoch history in one long table: hidden, lr, fold, then history columns."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["hidden", "lr", "fold", *COLUMNS])
+    writer.writerow(["param_hidden", "param_lr", "fold", *COLUMNS])  # param_ as in GridSearchCV
     for c in cells:
         for fold, history in enumerate(c.histories):
             for row in history.rows:

@@ -101,13 +101,37 @@ def run_worker(settings: WorkerSettings, worker: int = 0) -> list[int]:
     if len(study.get_trials(deepcopy=False, states=finished_states())) >= settings.trials:
         return []
     ran: list[int] = []
+    failures = _StopAfterFailures()
     enough = optuna.study.MaxTrialsCallback(settings.trials, states=finished_states())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
         study.optimize(make_objective(space, data, settings.device), timeout=settings.timeout,
-                       callbacks=[enough, lambda s, t: ran.append(t.number)], catch=(DigitsError,),
+                       callbacks=[enough, failures, lambda s, t: ran.append(t.number)], catch=(DigitsError,),
                        gc_after_trial=False)
+    if failures.stopped:
+        raise TuneError(f"study {settings.study}: {failures.limit} trials in a row failed; the last: "
+                        f"{failures.last_error}")
     return ran
+
+
+class _StopAfterFailures:
+    """Stops a worker whose trials keep failing (a space whose settings never train, say),
+    which would otherwise try forever, since only finished trials count."""
+
+    def __init__(self, limit: int = 5) -> None:
+        self.limit, self.in_a_row, self.stopped, self.last_error = limit, 0, False, ""
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        import optuna
+
+        if trial.state != optuna.trial.TrialState.FAIL:
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.last_error = trial.user_attrs.get("error", "see the log above")
+        if self.in_a_row >= self.limit:
+            self.stopped = True
+            study.stop()
 
 
 def worker_name() -> str:
