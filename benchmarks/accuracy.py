@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from digits.models.registry import count_parameters, create_model
 from digits.predict.predictor import load_predictor, predict_proba
 from digits.predict.submission import read_submission, score_submission, write_submission
 from digits.presets import load_preset
+from digits.runs import cpu_info
 from digits.train.device import resolve_device
 from digits.train.ensemble import EnsembleSpec, train_ensemble
 
@@ -41,15 +41,7 @@ def machine() -> str:
     """The device and host, for the record."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{cpu_info()[0]}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def run_one(spec: EnsembleSpec, train: DigitSet, run_dir: Path) -> tuple[float, object]:

@@ -125,14 +125,9 @@ def start_server(run_dir: str, runtime: str) -> tuple[subprocess.Popen, int]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from digits.runs import cpu_info  # imports torch: only when describing the machine
+
+    cpu = cpu_info()[0]
     system = f"{platform.system()} {platform.release()}"
     return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 

@@ -49,6 +49,7 @@ from digits.data.kaggle import load_kaggle_csv  # noqa: E402
 from digits.models.registry import create_model, list_models  # noqa: E402
 from digits.predict.predictor import load_predictor, predict_labels  # noqa: E402
 from digits.predict.submission import read_submission  # noqa: E402
+from digits.runs import cpu_info  # noqa: E402
 from digits.runs import save_model  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
 from digits.train.fit import StepSettings, TensorSet, seed_everything, train_model, train_one_epoch  # noqa: E402
@@ -122,16 +123,7 @@ def table(title: str, contenders: Sequence[Contender], baseline: str | None, uni
 
 def machine() -> str:
     """CPU model, cores, instruction sets that matter here, versions."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
+    model, flags = cpu_info()
     isa = ", ".join(f for f in ("avx2", "avx512f", "amx_bf16") if f in flags) or "no AVX2"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"

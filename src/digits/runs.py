@@ -74,10 +74,25 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise RunError(f"{path}: not valid JSON ({exc})") from None
 
 
+def cpu_info() -> tuple[str, set[str]]:
+    """The CPU's model name and instruction-set flags (from /proc/cpuinfo where there is one)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
 def environment() -> dict[str, str]:
     """Versions and machine, recorded beside every run so it can be repeated."""
     return {"digits": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores"}
+            "machine": f"{cpu_info()[0]}, {platform.system()} {platform.machine()}, {os.cpu_count()} cores"}
 
 
 def save_model(run_dir: str | os.PathLike[str], model: Classifier, name: str,
