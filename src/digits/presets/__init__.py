@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from digits.atomic import write_text
 from digits.errors import DigitsError
+from digits.tomlfiles import read_named_toml, shipped_names
 from digits.train.config import TrainConfig
 
 
@@ -32,23 +32,12 @@ class Preset:
 
 def list_presets() -> list[str]:
     """Names of the built-in presets."""
-    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir() if p.name.endswith(".toml"))
+    return shipped_names(resources.files(__package__))
 
 
 def load_preset(name: str) -> Preset:
     """A built-in preset by name, or any preset file by path (``my.toml``)."""
-    path = Path(name)
-    if path.suffix == ".toml" and path.is_file():
-        text, label = path.read_text("utf-8"), str(path)
-    else:
-        resource = resources.files(__package__) / f"{name}.toml"
-        if not resource.is_file():
-            raise DigitsError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())}")
-        text, label = resource.read_text("utf-8"), name
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise DigitsError(f"preset {label}: not valid TOML ({exc})") from None
+    label, data = read_named_toml(name, resources.files(__package__), "preset")
     return _from_dict(label, data)
 
 

@@ -24,12 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 from digits.errors import DigitsError, TuneError
+from digits.tomlfiles import read_named_toml, shipped_names
 from digits.train.augment import augment_settings
 from digits.train.config import TrainConfig
 
@@ -96,27 +92,13 @@ def _assign(values: dict[str, Any], name: str, value: Any) -> None:
 
 def list_spaces() -> list[str]:
     """Names of the spaces shipped with digits."""
-    folder = resources.files("digits") / "tune" / "spaces"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    return shipped_names(resources.files("digits") / "tune" / "spaces")
 
 
 def load_space(name_or_path: str | os.PathLike[str]) -> SearchSpace:
     """A shipped space by name, or a space file by path; a TuneError says what is wrong."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.is_file():
-        if not path.is_file():
-            raise TuneError(f"--space {path}: no such file")
-        text, name = path.read_text("utf-8"), path.stem
-    else:
-        shipped = resources.files("digits") / "tune" / "spaces" / f"{name_or_path}.toml"
-        if not shipped.is_file():
-            raise TuneError(f"unknown space {str(name_or_path)!r}; shipped spaces: {', '.join(list_spaces())}")
-        text, name = shipped.read_text("utf-8"), str(name_or_path)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise TuneError(f"space {name}: not valid TOML ({exc})") from None
-    return _parse_space(name, raw)
+    label, raw = read_named_toml(name_or_path, resources.files("digits") / "tune" / "spaces", "space", TuneError)
+    return _parse_space(Path(label).stem, raw)
 
 
 def _parse_space(name: str, raw: dict[str, Any]) -> SearchSpace:
