@@ -83,6 +83,7 @@ def _training_spec(args: argparse.Namespace):
     from digits.models.registry import resolve_model_args
     from digits.presets import load_preset
     from digits.train.config import TrainConfig
+    from digits.train.device import resolve_device
     from digits.train.ensemble import EnsembleSpec
 
     preset = load_preset(args.preset) if args.preset else None
@@ -98,8 +99,6 @@ def _training_spec(args: argparse.Namespace):
                           channels_last=args.channels_last, cuda_graphs=args.cuda_graphs)
     config = config.replace(model_args=model_args, augment=augment)
     resolve_model_args(config.model, **config.model_args)  # unknown model or argument: fail before any work
-    from digits.train.device import resolve_device
-
     resolve_device(config.device)
     spec = EnsembleSpec(config, members=args.ensemble or (preset.members if preset else 1),
                         bagging=args.bagging if args.bagging is not None else (preset.bagging if preset else 0.0),
