@@ -86,9 +86,11 @@ def test_the_default_storage_is_a_sqlite_file_in_the_study_folder(tmp_path: Path
 
 
 def test_a_killed_workers_trial_is_marked_failed_and_retried_with_the_same_parameters(tmp_path: Path) -> None:
-    space = tmp_path / "slow.toml"  # trials of a few seconds, so one is caught running
-    space.write_text('[fixed]\nmodel = "tutorial-mlp"\nepochs = 60\nval_split = 0.2\n'
-                     '[params]\nlr = { type = "float", low = 0.001, high = 0.002 }\n')
+    # Trials of several seconds, so one is caught running: dropout keeps the model off the fused
+    # MLP path, which would finish 60 epochs of 1,600 rows in well under a second.
+    space = tmp_path / "slow.toml"
+    space.write_text('[fixed]\nmodel = "mlp"\nmodel_args = { hidden = [32], dropout = 0.1 }\nepochs = 600\n'
+                     'val_split = 0.2\n[params]\nlr = { type = "float", low = 0.001, high = 0.002 }\n')
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     args = [sys.executable, "-m", "digits.cli", "tune", "--space", str(space), "--trials", "1", "--storage", storage,
             "--study", "crash", "--out", str(tmp_path / "out"), "--data", str(FIXTURES), "--heartbeat", "1"]
@@ -96,7 +98,7 @@ def test_a_killed_workers_trial_is_marked_failed_and_retried_with_the_same_param
     deadline = time.monotonic() + 120
     running = []
     while not running and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.2)
         try:
             trials = optuna.load_study(study_name="crash", storage=storage).get_trials()
         except KeyError:
@@ -105,7 +107,7 @@ def test_a_killed_workers_trial_is_marked_failed_and_retried_with_the_same_param
     assert running, "no trial started"
     os.killpg(victim.pid, signal.SIGKILL)  # a crash: no chance to clean up
     victim.wait()
-    time.sleep(3.5)  # past the grace period (3 heartbeats)
+    time.sleep(6.0)  # well past the grace period (3 heartbeats of 1 s)
 
     result = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
