@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import http.server
-import io
 import pickle
 import threading
 from pathlib import Path

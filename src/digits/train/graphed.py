@@ -14,7 +14,6 @@ The trainer is built once and can be reset to fresh weights in place, so repeate
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -180,7 +179,3 @@ class GraphedTrainer:
         last_lr = float(self.lrs[int(self.step_index) - 1])
         return self.loss_sum.item() / seen, self.correct.item() / seen, last_lr
 
-
-def graph_steps_per_epoch(rows: int, batch_size: int) -> int:
-    """Optimizer steps per epoch under CUDA graphs (full batches only)."""
-    return max(math.floor(rows / batch_size), 1)
