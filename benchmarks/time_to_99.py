@@ -87,6 +87,18 @@ def time_graphed(config: TrainConfig, train: DigitSet, test: TensorSet, seeds: i
     return rows
 
 
+def profile_one_run(config: TrainConfig, train: DigitSet, test: TensorSet, device: torch.device,
+                    graphs: bool) -> None:
+    """One more run under torch.profiler: the operators (or CUDA kernels) that take the time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        (time_graphed if graphs else time_eager)(config, train, test, 1, device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="fast")
@@ -97,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a training setting, e.g. --set batch_size=512")
     parser.add_argument("--eager", action="store_true", help="ignore cuda_graphs: the plain loop")
     parser.add_argument("--json", help="write the runs as JSON here")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, profile one more run and print where the time goes")
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -116,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RESULT {args.preset} ({'graphs' if graphs else 'eager'}) on {name}: median {statistics.median(seconds):.4f} s "
           f"(min {min(seconds):.4f}, max {max(seconds):.4f}), test accuracy {statistics.mean(accs) * 100:.2f}% "
           f"± {statistics.stdev(accs) * 100 if len(accs) > 1 else 0:.2f} over {len(accs)} seeds", flush=True)
+    if args.profile:
+        profile_one_run(config, train, test, device, graphs)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "config": config.to_dict(), "runs": rows}, indent=2))
     return 0

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# GPU session, part 2: wait for gpu-best (both splits) up to $1 seconds, then collect logs and results.
+# GPU session, part 2: wait for gpu-best (both splits) up to $1 seconds, copying the logs and
+# results to $OUT as they grow (a call cut off by its time limit still brings back what ran).
 set -u
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 limit=${1:-500}; start=$SECONDS
+collect() { for split in kaggle standard; do cp /tmp/gpu-best-$split.log /tmp/gpu-best-$split.json "$OUT/" 2>/dev/null; done; }
 while (( SECONDS - start < limit )); do
   [[ -f /tmp/gpu-best-kaggle.json && -f /tmp/gpu-best-standard.json ]] && break
-  sleep 5
+  sleep 5; collect
 done
+collect
 echo "waited $((SECONDS - start)) s; $(date +%T)"
-for split in kaggle standard; do
-  cp /tmp/gpu-best-$split.log "$OUT/" 2>/dev/null; cp /tmp/gpu-best-$split.json "$OUT/" 2>/dev/null
-  echo "== $split"; tail -6 /tmp/gpu-best-$split.log
-done
+for split in kaggle standard; do echo "== $split"; tail -6 /tmp/gpu-best-$split.log 2>/dev/null; done
 nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv

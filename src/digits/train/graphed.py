@@ -6,7 +6,8 @@ or SGD, accuracy counters, the learning rate of each step) is captured into one 
 an epoch is a handful of replays. The arithmetic is that of the ordinary loop with two
 differences, both documented: the last partial batch of an epoch is dropped (a graph has
 fixed shapes), and the learning rate comes from a per-step table computed up front (so
-``plateau`` is not available).
+``plateau`` is not available). The steps left over after the last whole block have a graph
+of their own, so no step of an epoch runs eagerly.
 
 The trainer is built once and can be reset to fresh weights in place, so repeated runs
 (seeds of a benchmark, members of an ensemble) reuse the captured graph.
@@ -72,7 +73,9 @@ class GraphedTrainer:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.optimizer = self._make_optimizer()
-        self.graph = self._capture()
+        self.graph = self._capture(self.block)
+        tail = self.steps % self.block
+        self.tail_graph = self._capture(tail) if tail else None
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         args = dict(self.config.optimizer_args)
@@ -81,6 +84,8 @@ class GraphedTrainer:
             return torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=args.pop("momentum", 0.9),
                                    weight_decay=wd, **args)
         cls = torch.optim.Adam if self.config.optimizer == "adam" else torch.optim.AdamW
+        # fused: one kernel for the whole update (it is graph-safe and reads lr from the device).
+        args.setdefault("fused", True)
         return cls(self.model.parameters(), lr=self.lr, betas=tuple(args.pop("betas", (0.9, 0.999))),
                    eps=args.pop("eps", 1e-7), weight_decay=wd, capturable=True, **args)
 
@@ -101,11 +106,8 @@ class GraphedTrainer:
         self.loss_sum += loss.detach() * self.batch
         self.correct += (logits.detach().argmax(1) == y).sum()
 
-    def _block(self) -> None:
-        for i in range(self.block):
-            self._one_step(i)
-
-    def _capture(self) -> torch.cuda.CUDAGraph:
+    def _capture(self, steps: int) -> torch.cuda.CUDAGraph:
+        """Record ``steps`` optimizer steps; the warm-up steps before it leave no trace."""
         saved = self._snapshot()
         self.model.train()
         self.x.zero_()
@@ -118,7 +120,8 @@ class GraphedTrainer:
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._block()
+            for i in range(steps):
+                self._one_step(i)
         self._restore(saved)
         return graph
 
@@ -167,14 +170,11 @@ class GraphedTrainer:
         self.correct.zero_()
         self.offset.zero_()
         for start in range(0, self.steps, self.block):
-            if start + self.block > self.steps:  # the tail: fewer steps than a block, run them eagerly
-                for i in range(self.steps - start):
-                    self._one_step(i)
-                self.step_index += self.steps - start
-                break
-            self.graph.replay()
-            self.offset += self.block * self.batch
-            self.step_index += self.block
+            last = start + self.block > self.steps  # the tail: fewer steps than a block
+            (self.tail_graph if last else self.graph).replay()
+            done = self.steps - start if last else self.block
+            self.offset += done * self.batch
+            self.step_index += done
         seen = self.steps * self.batch
         last_lr = float(self.lrs[int(self.step_index) - 1])
         return self.loss_sum.item() / seen, self.correct.item() / seen, last_lr

@@ -50,7 +50,12 @@ def build_schedule(name: str, optimizer: torch.optim.Optimizer, epochs: int, ste
             return Schedule(lr_scheduler.CosineAnnealingLR(optimizer, T_max=total,
                                                            eta_min=args.get("eta_min", 0.0)), "step")
         if name == "onecycle":
+            if total < 2:
+                return None  # one step has no cycle: train it at the given rate
             max_lr = [g["lr"] for g in optimizer.param_groups]
+            # torch divides by the warm-up's length in steps, pct_start * total - 1: keep it above 0
+            # so that tiny runs (a few batches) work too; long runs are unaffected.
+            args = {**args, "pct_start": max(args.get("pct_start", 0.3), 1.5 / total)}
             return Schedule(lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, **args), "step")
         if name == "plateau":
             return Schedule(lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=args.get("factor", 0.5),
