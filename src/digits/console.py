@@ -1,4 +1,4 @@
-"""Terminal output for the CLI: a progress bar per epoch and the epoch table."""
+"""Terminal output for the CLI: a progress bar per epoch and the epoch table, download bars."""
 
 from __future__ import annotations
 
@@ -58,3 +58,34 @@ class EpochProgress(Callback):
         self.out.print(f"{epoch:>3}/{self.epochs:<3} {_fmt(row['loss'])} {_fmt(row['accuracy'])} "
                        f"{_fmt(row['val_loss']):>9} {_fmt(row['val_accuracy']):>8} "
                        f"{row['lr']:>9.2e} {row['seconds']:>6.2f}")
+
+
+class DownloadProgress:
+    """Byte progress bars, one per file, fed by ``load_mnist``'s ``on_bytes`` hook; on a
+    log (not a terminal), one line per finished file instead."""
+
+    def __init__(self, out: Console = console) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        self.out = out
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), console=out, disable=not out.is_terminal)
+        self.tasks: dict[str, object] = {}
+        self.finished: set[str] = set()
+
+    def __enter__(self) -> DownloadProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, name: str, done: int, total: int | None) -> None:
+        """``done`` of ``total`` bytes (None: unknown) of ``name`` have arrived."""
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(f"downloading {name}", total=total)
+        self.progress.update(self.tasks[name], completed=done, total=total)
+        if total is not None and done == total and name not in self.finished:
+            self.finished.add(name)
+            if not self.out.is_terminal:
+                self.out.print(f"  downloaded {name} ({done / 1e6:.1f} MB)")
