@@ -247,7 +247,7 @@ def tutorial(args: argparse.Namespace, created: list[Path]) -> int:
         emit_json("tutorial", tutorial_result(run_dir, data_dir, seconds))
         return 0
     print_summary(f"run directory {result.run_dir} ({seconds:.0f} s)", run_files(run_dir) | {
-        f"validation {label}": path for label, path in run_files(run_dir / "validation").items()})
+        f"validation_{label}": path for label, path in run_files(run_dir / "validation").items()})
     if result.score is not None:
         console.print(f"score: {result.score:.5f}")
     return 0

@@ -13,8 +13,15 @@ from digits.train.callbacks import Callback
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-# Piped output (CI logs, `| tee`) gets wide lines instead of rich's 80-column default.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+
+def line_width(stream: object) -> int | None:
+    """Piped output (CI logs, `| tee`) gets wide lines instead of rich's 80-column default;
+    a terminal, its own width."""
+    isatty = getattr(stream, "isatty", None)
+    return None if isatty is not None and isatty() else 140
+
+
+console = Console(highlight=False, width=line_width(sys.stdout))
 
 
 def _fmt(value: float, digits: int = 4) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from digits.console import console
+from digits.console import console, line_width
 
 JSON_FORMAT = 1  # bumped when a field changes meaning or goes away; new fields keep it
 
@@ -41,12 +41,20 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 @contextlib.contextmanager
 def output_mode(quiet: bool = False, as_json: bool = False) -> Iterator[None]:
     """Route the console for one command: to stderr for ``--json``, nowhere for ``--quiet``."""
-    saved = console.stderr, console.quiet
+    saved = console.stderr, console.quiet, console.is_interactive
     console.stderr, console.quiet = as_json or saved[0], quiet or saved[1]
+    _fit_to_stream()
     try:
         yield
     finally:
-        console.stderr, console.quiet = saved
+        console.stderr, console.quiet, console.is_interactive = saved
+        _fit_to_stream()
+
+
+def _fit_to_stream() -> None:
+    # rich decides these once, for stdout; live bars need them for the stream now in use.
+    console.width = line_width(console.file)
+    console.is_interactive = console.is_terminal and not console.is_dumb_terminal
 
 
 def wants_json(args: argparse.Namespace) -> bool:
