@@ -39,7 +39,8 @@ def test_tutorial_notebook_runs_top_to_bottom_on_the_fixture(tmp_path, kaggle_di
     assert "25,450 parameters" in printed
     assert 0.5 < float(re.search(r"^score: (\S+)", printed, re.M).group(1)) <= 1
     runs = tmp_path / "runs"
-    for name in ("samples.png", "validation/curves.png", "final/submission.csv", "keras-convnet/submission.csv"):
+    for name in ("samples.png", "validation/curves.png", "final/submission.csv",
+                 "keras-convnet/submission.csv"):
         assert (runs / name).is_file(), name
     report = Path(re.search(r"^report: (.+)$", printed, re.M).group(1))
     assert report.exists()

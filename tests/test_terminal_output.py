@@ -29,7 +29,8 @@ DOCS = Path(__file__).parents[1] / "docs" / "json.md"
 def _validated(command: str, stdout: str) -> dict:
     """stdout parsed as one JSON object (anything else there fails), checked against its schema."""
     result = json.loads(stdout)
-    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator(command).iter_errors(result)]
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in validator(command).iter_errors(result)]
     assert not errors, errors
     assert result["command"] == command
     return result
@@ -70,7 +71,8 @@ def test_predict_json_counts_labels_of_every_row_it_wrote(trained, kaggle_dir, c
     assert result.code == 0, result.err
     out = _validated("predict", result.out)
     assert out["rows"] == 500 == sum(out["label_counts"])
-    assert out["submission"] == str((trained / "submission.csv").resolve()) and out["models"] == ["tutorial-mlp"]
+    assert out["submission"] == str((trained / "submission.csv").resolve())
+    assert out["models"] == ["tutorial-mlp"]
     assert Path(out["submission"]).read_text().count("\n") == 501
 
 
@@ -87,7 +89,8 @@ def test_tutorial_json_holds_both_runs_and_the_score(tmp_path, kaggle_dir, cli):
     result = cli("tutorial", "--data", kaggle_dir, "--out", tmp_path / "tut", "--epochs", "3", "--json")
     assert result.code == 0, result.err
     out = _validated("tutorial", result.out)
-    assert out["final_run"]["epochs"] == out["chosen_epochs"] == out["validation_run"]["best"]["val_loss"]["epoch"]
+    chosen = out["validation_run"]["best"]["val_loss"]["epoch"]
+    assert out["final_run"]["epochs"] == out["chosen_epochs"] == chosen
     assert out["score"] > 0.5 and "[6/6]" in result.err
 
 
@@ -103,7 +106,8 @@ def test_tune_grid_json_lists_every_cell_and_the_refit(tmp_path, cli):
 
 def test_tune_search_json_with_worker_processes_keeps_their_lines_off_stdout(tmp_path):
     result = subprocess.run([sys.executable, "-m", "digits.cli", "tune", "--space", "tiny", "--trials", "2",
-                             "--workers", "2", "--data", str(FIXTURES), "--out", str(tmp_path / "s"), "--json"],
+                             "--workers", "2", "--data", str(FIXTURES), "--out", str(tmp_path / "s"),
+                             "--json"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     out = _validated("tune", result.stdout)
@@ -140,7 +144,8 @@ def _summary(out: str, headline: str) -> dict[str, Path]:
     return {label: Path(path) for label, path in rows}
 
 
-def test_summary_after_training_lists_every_written_file_and_each_exists(tmp_path, kaggle_dir, cli, monkeypatch):
+def test_summary_after_training_lists_every_written_file_and_each_exists(tmp_path, kaggle_dir, cli,
+                                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = cli("train", "--data", kaggle_dir, "--epochs", "1", "--out", "run")
     assert result.code == 0, result.err
@@ -158,7 +163,8 @@ def test_summary_after_predict_and_tutorial_lists_submission_and_both_runs(tmp_p
     assert {"submission", "samples", "curves", "validation_curves", "validation_history"} <= set(listed)
     assert all(path.is_file() for path in listed.values())
     predicted = cli("predict", tut, "--data", kaggle_dir, "--out", tmp_path / "again.csv")
-    assert _summary(predicted.out, "tutorial-mlp: predicted 500 digits") == {"submission": tmp_path / "again.csv"}
+    listed = _summary(predicted.out, "tutorial-mlp: predicted 500 digits")
+    assert listed == {"submission": tmp_path / "again.csv"}
 
 
 def _schema_properties(schema: dict, found: set[str]) -> set[str]:

@@ -84,7 +84,8 @@ def _finish_train(args: argparse.Namespace, run_dir: Path) -> int:
     """The run's JSON object, or the files it wrote."""
     from digits.results import describe_run
 
-    return finish(args, "train", lambda: describe_run(run_dir), run_files(run_dir), f"run directory {run_dir}")
+    return finish(args, "train", lambda: describe_run(run_dir), run_files(run_dir),
+                  f"run directory {run_dir}")
 
 
 def _training_spec(args: argparse.Namespace):

@@ -58,7 +58,8 @@ def describe_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _data(recorded: dict[str, Any]) -> dict[str, Any]:
     return {"source": str(recorded["source"]), "rows": recorded["rows"],
-            "train_rows": recorded.get("train_rows", recorded["rows"]), "val_rows": recorded.get("val_rows", 0)}
+            "train_rows": recorded.get("train_rows", recorded["rows"]),
+            "val_rows": recorded.get("val_rows", 0)}
 
 
 def _describe_ensemble(run_dir: Path) -> dict[str, Any]:
@@ -81,8 +82,9 @@ def label_counts(labels: np.ndarray) -> list[int]:
     return [int(c) for c in np.bincount(np.asarray(labels, dtype=np.int64), minlength=10)[:10]]
 
 
-def predict_result(run_dir: str | os.PathLike[str], models: Sequence[str], tta: bool, test: str | os.PathLike[str],
-                   submission: str | os.PathLike[str], labels: np.ndarray, seconds: float) -> dict[str, Any]:
+def predict_result(run_dir: str | os.PathLike[str], models: Sequence[str], tta: bool,
+                   test: str | os.PathLike[str], submission: str | os.PathLike[str], labels: np.ndarray,
+                   seconds: float) -> dict[str, Any]:
     """The ``predict`` object."""
     return {"run_dir": str(Path(run_dir).resolve()), "models": list(models), "tta": tta,
             "test": str(Path(test).resolve()), "submission": str(Path(submission).resolve()),
@@ -96,7 +98,8 @@ def score_result(submission: str | os.PathLike[str], solution: str | os.PathLike
             "accuracy": correct / rows if rows else 0.0, "correct": correct, "rows": rows}
 
 
-def tutorial_result(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], seconds: float) -> dict[str, Any]:
+def tutorial_result(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str],
+                    seconds: float) -> dict[str, Any]:
     """The ``tutorial`` object: both of its runs, the epoch count it chose and the score."""
     run_dir = Path(run_dir)
     metrics = _read(run_dir / "metrics.json")

@@ -145,11 +145,11 @@ def _tune_result(kind: str, study: Any, storage: str, folder: Path, files: dict[
     counts = Counter(t["state"] for t in trials)
     done = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
     best = max(done, key=lambda t: t["value"]) if done else None  # the first of equals, as Optuna
-    return {"kind": kind, "study": study.study_name, "storage": _shown(storage), "folder": str(folder.resolve()),
-            "direction": "maximize", "metric": metric,
+    states = ("complete", "pruned", "fail", "running", "waiting")
+    return {"kind": kind, "study": study.study_name, "storage": _shown(storage),
+            "folder": str(folder.resolve()), "direction": "maximize", "metric": metric,
             "best": {k: best[k] for k in ("number", "value", "params")} if best else None,
-            "trial_counts": {state: counts.get(state, 0) for state in ("complete", "pruned", "fail", "running",
-                                                                        "waiting")} | {"total": len(trials)},
+            "trial_counts": {state: counts.get(state, 0) for state in states} | {"total": len(trials)},
             "trials": trials, "files": absolute(files), "wall_seconds": round(seconds, 3),
             "grid": grid, "search": search}
 

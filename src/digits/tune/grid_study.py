@@ -75,7 +75,8 @@ def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder
     model, history = refit(best, spec, data, seed, progress.epoch)
     refit_files, score = _save_refit(folder / "refit", model, history, best, spec, data, test, seed)
     study, study_files = _record_study(cells, spec, folder, study_name, storage_url)
-    return GridStudyResult(cells, best, grid_table(cells, spec.lrs), files | refit_files | study_files, score, study)
+    files |= refit_files | study_files
+    return GridStudyResult(cells, best, grid_table(cells, spec.lrs), files, score, study)
 
 
 def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec: GridSpec, data: DigitSet,
@@ -105,7 +106,8 @@ def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec:
         if solution.is_file():
             score = score_submission(submission, solution)
             write_json(run_dir / "metrics.json", {"score": score, "cv_mean": best.mean, "cv_std": best.std})
-    return {"best_preset": preset} | {f"refit_{label}": path for label, path in run_files(run_dir).items()}, score
+    files = {"best_preset": preset} | {f"refit_{label}": path for label, path in run_files(run_dir).items()}
+    return files, score
 
 
 def _record_study(cells: list[CellResult], spec: GridSpec, folder: Path, study_name: str,

@@ -81,7 +81,8 @@ def trial_records(study: object) -> list[dict[str, object]]:
     return [{"number": t.number, "state": t.state.name.lower(),
              "value": None if t.value is None or math.isnan(t.value) else t.value,
              "seconds": round(t.duration.total_seconds(), 3) if t.duration else None,
-             "params": dict(t.params)} for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
+             "params": dict(t.params)}
+            for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
 
 
 def _params_text(params: dict[str, object]) -> str:

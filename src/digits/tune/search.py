@@ -157,7 +157,8 @@ def _worker_main(settings: WorkerSettings, worker: int, tally: str = "stdout") -
         print(f"worker {worker} ({worker_name()}) ran trials {ran}", flush=True)
 
 
-def start_workers(settings: WorkerSettings, count: int, tally: str = "stdout") -> list[multiprocessing.Process]:
+def start_workers(settings: WorkerSettings, count: int,
+                  tally: str = "stdout") -> list[multiprocessing.Process]:
     """Start ``count`` worker processes on one study; the CPU threads are shared out. Each
     prints its tally when it stops, on ``tally``: stdout, stderr (and nothing on stdout) or none."""
     if tally not in TALLIES:
@@ -165,8 +166,8 @@ def start_workers(settings: WorkerSettings, count: int, tally: str = "stdout") -
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no forked torch threads
     threads = settings.threads or max(1, (os.cpu_count() or 1) // count)
     per_worker = dataclasses.replace(settings, threads=threads)
-    procs = [ctx.Process(target=_worker_main, args=(per_worker, i, tally), name=f"digits-tune-{i}", daemon=False)
-             for i in range(count)]
+    procs = [ctx.Process(target=_worker_main, args=(per_worker, i, tally), name=f"digits-tune-{i}",
+                         daemon=False) for i in range(count)]
     for p in procs:
         p.start()
     return procs

@@ -54,8 +54,9 @@ def run_search_with_progress(settings: WorkerSettings, workers: int, console: Co
     """Run ``workers`` workers (in this process when 1) and show progress until they stop;
     worker processes print their tallies on ``tally`` (see ``start_workers``)."""
     study = open_study(settings)  # created here first, so workers only join it
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[best]}"), console=console, disable=not console.is_terminal)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[best]}"), console=console,
+                        disable=not console.is_terminal)
     task = progress.add_task("trials", total=settings.trials, best="best: -")
     bars = TrialBars(progress)
     shown = {"finished": -1}
