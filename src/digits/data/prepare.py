@@ -18,7 +18,7 @@ import numpy as np
 
 from digits.atomic import atomic_path, write_text
 from digits.data.kaggle import load_kaggle_csv, write_kaggle_csv
-from digits.data.mnist import Mnist, load_mnist
+from digits.data.mnist import DownloadHook, Mnist, load_mnist
 from digits.errors import DataError
 from digits.predict.submission import write_submission
 
@@ -43,16 +43,18 @@ def kaggle_split(mnist: Mnist, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def prepare_kaggle_folder(out: str | os.PathLike[str], seed: int = 0,
                           user_files: tuple[str, ...] = (),
-                          log: Callable[[str], None] = lambda _m: None) -> PreparedData:
+                          log: Callable[[str], None] = lambda _m: None,
+                          on_bytes: DownloadHook | None = None) -> PreparedData:
     """Write train.csv, test.csv, sample_submission.csv, solution.csv and the standard split.
 
     A Kaggle zip in ``user_files`` is unpacked as it is instead (no answer key exists then).
+    ``log`` and ``on_bytes`` are passed to :func:`load_mnist`.
     """
     out = Path(out)
     if len(user_files) == 1 and zipfile.is_zipfile(user_files[0]) and not str(user_files[0]).endswith(
             (".npz", ".whl")):
         return _unpack_kaggle_zip(Path(user_files[0]), out, log)
-    mnist = load_mnist(user_files, log=log)
+    mnist = load_mnist(user_files, log=log, on_bytes=on_bytes)
     train_idx, test_idx = kaggle_split(mnist, seed)
     written = [
         write_kaggle_csv(out / "train.csv", mnist.images[train_idx], mnist.labels[train_idx]),

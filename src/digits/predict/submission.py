@@ -64,8 +64,8 @@ def _parse_row(line: str, number: int, path: Path) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def score_submission(submission: str | os.PathLike[str], solution: str | os.PathLike[str]) -> float:
-    """Categorization accuracy of ``submission`` against the answer key, as Kaggle scores it."""
+def count_correct(submission: str | os.PathLike[str], solution: str | os.PathLike[str]) -> tuple[int, int]:
+    """(correct rows, rows) of ``submission`` against the answer key, checked as Kaggle checks it."""
     try:
         truth = read_submission(solution)
     except SubmissionError as exc:
@@ -74,4 +74,10 @@ def score_submission(submission: str | os.PathLike[str], solution: str | os.Path
     if len(predicted) != len(truth):
         raise SubmissionError(f"{submission}: {len(predicted)} rows, expected {len(truth)} "
                               f"(one per test image)")
-    return float(np.mean(predicted == truth))
+    return int(np.sum(predicted == truth)), len(truth)
+
+
+def score_submission(submission: str | os.PathLike[str], solution: str | os.PathLike[str]) -> float:
+    """Categorization accuracy of ``submission`` against the answer key, as Kaggle scores it."""
+    correct, rows = count_correct(submission, solution)
+    return correct / rows if rows else 0.0

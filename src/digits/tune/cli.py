@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from digits.errors import DataError, TuneError
+from digits.output import absolute, add_output_flags, emit_json, print_summary, wants_json
 
 
 def add_tune_command(sub: Any) -> None:
@@ -39,6 +40,7 @@ def add_tune_command(sub: Any) -> None:
                       help="a trial whose worker is silent 3x this long is failed and retried")
     tune.add_argument("--seed", type=int, default=0, metavar="N")
     tune.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_output_flags(tune)
 
 
 def _positive_int(text: str) -> int:
@@ -83,6 +85,7 @@ def _run_grid(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.data.kaggle import load_kaggle_csv
     from digits.tune.grid import get_grid
     from digits.tune.grid_study import GridProgress, run_grid_study
+    from digits.tune.storage import sqlite_url
 
     started = time.perf_counter()
     spec = get_grid(args.grid)
@@ -98,15 +101,57 @@ def _run_grid(args: argparse.Namespace, created: list[Path]) -> int:
     with GridProgress(console, spec) as progress:
         result = run_grid_study(spec, data, test, folder, study, args.storage, args.seed, progress)
     created.clear()
+    files = result.files | _database(args.storage, folder)
+    seconds = time.perf_counter() - started
     console.print(result.table)
     best = result.best
     console.print(f"best: {best.hidden} units, lr {best.lr:g}: {best.mean:.6f} ± {best.std:.4f} "
                   f"(the notebook: 256 units, lr 0.002, 0.975048)")
-    for line in result.lines:
-        console.print(line)
-    console.print(f"wall time {time.perf_counter() - started:.1f} s for {spec.fits} fits + refit "
-                  f"(the notebook: 16.9 minutes); study folder {folder}")
+    if result.score is not None:
+        console.print(f"refit's score against the answer key: {result.score:.5f}")
+    if not wants_json(args):
+        print_summary(f"wall time {seconds:.1f} s for {spec.fits} fits + refit (the notebook: 16.9 minutes); "
+                      f"study folder {folder}", files)
+        return 0
+    emit_json("tune", _tune_result("grid", result.study, args.storage or sqlite_url(folder / "study.db"),
+                                   folder, files, seconds, "mean cross-validation accuracy",
+                                   grid=_grid_section(spec, result, folder)))
     return 0
+
+
+def _grid_section(spec: Any, result: Any, folder: Path) -> dict[str, Any]:
+    """The grid's settings, every cell's fold scores, the refit and its score."""
+    return {"name": spec.name, "hidden": list(spec.hidden), "lrs": list(spec.lrs), "folds": spec.folds,
+            "epochs": spec.epochs, "batch_size": spec.batch_size,
+            "cells": [{"hidden": c.hidden, "lr": c.lr, "mean": c.mean, "std": c.std,
+                       "fold_scores": list(c.fold_scores)} for c in result.cells],
+            "refit_dir": str((folder / "refit").resolve()), "score": result.score}
+
+
+def _database(storage: str | None, folder: Path) -> dict[str, Path]:
+    """The study's SQLite file, when it is the default one in the study folder."""
+    return {} if storage else {"study_db": folder / "study.db"}
+
+
+def _tune_result(kind: str, study: Any, storage: str, folder: Path, files: dict[str, Path], seconds: float,
+                 metric: str, grid: dict[str, Any] | None = None,
+                 search: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``tune`` JSON object (docs/json.md), for a grid and a search alike."""
+    from collections import Counter
+
+    from digits.tune.report import trial_records
+
+    trials = trial_records(study)
+    counts = Counter(t["state"] for t in trials)
+    done = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
+    best = max(done, key=lambda t: t["value"]) if done else None  # the first of equals, as Optuna
+    states = ("complete", "pruned", "fail", "running", "waiting")
+    return {"kind": kind, "study": study.study_name, "storage": _shown(storage),
+            "folder": str(folder.resolve()), "direction": "maximize", "metric": metric,
+            "best": {k: best[k] for k in ("number", "value", "params")} if best else None,
+            "trial_counts": {state: counts.get(state, 0) for state in states} | {"total": len(trials)},
+            "trials": trials, "files": absolute(files), "wall_seconds": round(seconds, 3),
+            "grid": grid, "search": search}
 
 
 def _use_all_cores() -> None:
@@ -123,6 +168,7 @@ def _run_search(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.tune.space import load_space
     from digits.tune.storage import sqlite_url
 
+    started = time.perf_counter()
     space = load_space(args.space)  # a bad space fails before anything is created
     train_csv = _train_path(args)
     load_kaggle_csv(train_csv, kind="train")  # validate once here, not in every worker
@@ -134,9 +180,18 @@ def _run_search(args: argparse.Namespace, created: list[Path]) -> int:
                               device=args.device, heartbeat=args.heartbeat, timeout=args.timeout)
     console.print(f"study {study} ({space.description}); storage {_shown(storage)}; "
                   f"{args.workers} worker(s) here, until {args.trials} trials are finished")
-    study_obj = run_search_with_progress(settings, args.workers, console)
+    tally = "none" if args.quiet else "stderr" if args.json else "stdout"
+    study_obj = run_search_with_progress(settings, args.workers, console, tally)
     created.clear()
-    finish_search(study_obj, space, folder, console)
+    files = finish_search(study_obj, space, folder, console) | _database(args.storage, folder)
+    seconds = time.perf_counter() - started
+    if wants_json(args):
+        search = {"space": space.name, "description": space.description, "trials_requested": args.trials,
+                  "workers": args.workers, "sampler": args.sampler, "pruner": args.pruner, "seed": args.seed}
+        emit_json("tune", _tune_result("search", study_obj, storage, folder, files, seconds,
+                                       "final validation accuracy", search=search))
+        return 0
+    print_summary(f"study {study} in {seconds:.1f} s; study folder {folder}", files)
     return 0
 
 

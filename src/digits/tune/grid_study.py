@@ -18,7 +18,8 @@ from digits.tune.grid import CellResult, GridSpec, best_cell, refit, run_grid
 
 
 class GridProgress:
-    """A bar over the grid's epochs (all fits advance together), then the refit's."""
+    """A bar over the grid's epochs, then the refit's. Every fit (each cell on each fold)
+    trains at once, batched, so all of them advance together: one bar, not one per fold."""
 
     def __init__(self, console: Console, spec: GridSpec) -> None:
         self.console, self.spec = console, spec
@@ -48,10 +49,15 @@ class GridProgress:
 
 @dataclass(frozen=True)
 class GridStudyResult:
+    """The cells, the best one, the printed table, every file written (labelled), the
+    refit's score (None without an answer key) and the study the cells were recorded in."""
+
     cells: list[CellResult]
     best: CellResult
     table: Table
-    lines: list[str]
+    files: dict[str, Path]
+    score: float | None
+    study: Any
 
 
 def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder: Path, study_name: str,
@@ -59,22 +65,26 @@ def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder
     """Everything ``digits tune --grid`` does after parsing; files go into ``folder``."""
     from digits.tune.report import grid_table, write_cv_results, write_grid_histories
 
-    progress.begin(f"{spec.fits} fits")
+    cells_count = len(spec.hidden) * len(spec.lrs)
+    progress.begin(f"{spec.fits} fits ({cells_count} cells x {spec.folds} folds)")
     cells = run_grid(spec, data, seed, progress.epoch)
     best = best_cell(cells)
-    lines = [f"cv results: {write_cv_results(folder / 'cv_results.csv', cells)}",
-             f"every fit's per-epoch history: {write_grid_histories(folder / 'histories.csv', cells)}"]
+    files = {"cv_results": write_cv_results(folder / "cv_results.csv", cells),
+             "histories": write_grid_histories(folder / "histories.csv", cells)}
     progress.begin(f"refit {best.hidden} units, lr {best.lr:g}")
     model, history = refit(best, spec, data, seed, progress.epoch)
-    lines += _save_refit(folder / "refit", model, history, best, spec, data, test, seed)
-    lines += _record_study(cells, spec, folder, study_name, storage_url)
-    return GridStudyResult(cells, best, grid_table(cells, spec.lrs), lines)
+    refit_files, score = _save_refit(folder / "refit", model, history, best, spec, data, test, seed)
+    study, study_files = _record_study(cells, spec, folder, study_name, storage_url)
+    files |= refit_files | study_files
+    return GridStudyResult(cells, best, grid_table(cells, spec.lrs), files, score, study)
 
 
 def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec: GridSpec, data: DigitSet,
-                test: DigitSet | None, seed: int) -> list[str]:
+                test: DigitSet | None, seed: int) -> tuple[dict[str, Path], float | None]:
+    """The refit's run directory and the best cell as a preset; the files and the score."""
     from digits.predict.predictor import predict_labels
     from digits.predict.submission import score_submission, write_submission
+    from digits.output import run_files
     from digits.presets import write_preset
     from digits.report.plots import plot_learning_curves
     from digits.runs import environment, save_model, write_json
@@ -89,20 +99,19 @@ def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec:
     save_model(run_dir, model, "tutorial-mlp", {"hidden": best.hidden})
     preset = write_preset(run_dir.parent / "best.toml", config,
                           f"grid {spec.name}: best cell, CV accuracy {best.mean:.6f} ± {best.std:.4f}")
-    lines = [f"refit on all {len(data)} rows: run directory {run_dir}", f"best cell as a preset: {preset}"]
+    score = None
     if test is not None:
         submission = write_submission(run_dir / "submission.csv", predict_labels(model, test.images))
-        lines.append(f"submission: {submission}")
         solution = Path(test.origin).parent / "solution.csv"
         if solution.is_file():
             score = score_submission(submission, solution)
             write_json(run_dir / "metrics.json", {"score": score, "cv_mean": best.mean, "cv_std": best.std})
-            lines.append(f"score against {solution}: {score:.5f}")
-    return lines
+    files = {"best_preset": preset} | {f"refit_{label}": path for label, path in run_files(run_dir).items()}
+    return files, score
 
 
 def _record_study(cells: list[CellResult], spec: GridSpec, folder: Path, study_name: str,
-                  storage_url: str | None) -> list[str]:
+                  storage_url: str | None) -> tuple[Any, dict[str, Path]]:
     """One COMPLETE trial per cell (value: mean CV accuracy), then the table and pictures."""
     import optuna
 
@@ -120,5 +129,6 @@ def _record_study(cells: list[CellResult], spec: GridSpec, folder: Path, study_n
             params={"hidden": c.hidden, "lr": c.lr}, distributions=dist, value=c.mean,
             user_attrs={"fold_scores": list(c.fold_scores), "std": c.std,
                         "histories": [h.rows for h in c.histories]}) for c in cells])
-    pictures = save_study_plots(study, folder)
-    return [f"trials: {write_trials_csv(folder / 'trials.csv', study)}"] + [f"picture: {p}" for p in pictures]
+    files = {"trials": write_trials_csv(folder / "trials.csv", study)}
+    files.update({p.stem: p for p in save_study_plots(study, folder)})
+    return study, files

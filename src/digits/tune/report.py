@@ -76,6 +76,15 @@ def trials_table(study: object, limit: int = 30) -> Table:
     return table
 
 
+def trial_records(study: object) -> list[dict[str, object]]:
+    """Every trial as plain data, in number order: number, state, value, seconds, params."""
+    return [{"number": t.number, "state": t.state.name.lower(),
+             "value": None if t.value is None or math.isnan(t.value) else t.value,
+             "seconds": round(t.duration.total_seconds(), 3) if t.duration else None,
+             "params": dict(t.params)}
+            for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
+
+
 def _params_text(params: dict[str, object]) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 

@@ -8,6 +8,7 @@ import dataclasses
 import multiprocessing
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -139,22 +140,34 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _worker_main(settings: WorkerSettings, worker: int) -> None:
+TALLIES = ("stdout", "stderr", "none")
+
+
+def _worker_main(settings: WorkerSettings, worker: int, tally: str = "stdout") -> None:
+    if tally != "stdout":
+        # `digits tune --json` owns stdout: whatever a worker prints goes to stderr instead.
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
     try:
         ran = run_worker(settings, worker)
     except KeyboardInterrupt:
         return
-    # One line per worker: its own tally, to hold against what the storage recorded.
-    print(f"worker {worker} ({worker_name()}) ran trials {ran}", flush=True)
+    if tally != "none":
+        # One line per worker: its own tally, to hold against what the storage recorded.
+        print(f"worker {worker} ({worker_name()}) ran trials {ran}", flush=True)
 
 
-def start_workers(settings: WorkerSettings, count: int) -> list[multiprocessing.Process]:
-    """Start ``count`` worker processes on one study; the CPU threads are shared out."""
+def start_workers(settings: WorkerSettings, count: int,
+                  tally: str = "stdout") -> list[multiprocessing.Process]:
+    """Start ``count`` worker processes on one study; the CPU threads are shared out. Each
+    prints its tally when it stops, on ``tally``: stdout, stderr (and nothing on stdout) or none."""
+    if tally not in TALLIES:
+        raise ValueError(f"tally must be one of {TALLIES}, got {tally!r}")
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no forked torch threads
     threads = settings.threads or max(1, (os.cpu_count() or 1) // count)
     per_worker = dataclasses.replace(settings, threads=threads)
-    procs = [ctx.Process(target=_worker_main, args=(per_worker, i), name=f"digits-tune-{i}", daemon=False)
-             for i in range(count)]
+    procs = [ctx.Process(target=_worker_main, args=(per_worker, i, tally), name=f"digits-tune-{i}",
+                         daemon=False) for i in range(count)]
     for p in procs:
         p.start()
     return procs
@@ -162,7 +175,8 @@ def start_workers(settings: WorkerSettings, count: int) -> list[multiprocessing.
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The study as the storage has it now."""
+    """The study as the storage has it now; ``epochs`` holds (number, epochs done, epochs
+    planned) for each running trial, from the history its worker records every epoch."""
 
     finished: int
     running: int
@@ -170,6 +184,7 @@ class Snapshot:
     best_value: float | None
     best_number: int | None
     best_params: dict[str, Any]
+    epochs: tuple[tuple[int, int, int], ...] = ()
 
 
 def snapshot(study: Any) -> Snapshot:
@@ -179,11 +194,13 @@ def snapshot(study: Any) -> Snapshot:
     state = optuna.trial.TrialState
     done = [t for t in trials if t.state == state.COMPLETE]
     best = max(done, key=lambda t: t.value) if done else None
-    return Snapshot(sum(t.state in finished_states() for t in trials),
-                    sum(t.state == state.RUNNING for t in trials),
+    running = [t for t in trials if t.state == state.RUNNING]
+    return Snapshot(sum(t.state in finished_states() for t in trials), len(running),
                     sum(t.state == state.FAIL for t in trials),
                     best.value if best else None, best.number if best else None,
-                    dict(best.params) if best else {})
+                    dict(best.params) if best else {},
+                    tuple((t.number, len(t.user_attrs.get("history", ())),
+                           int(t.user_attrs.get("config", {}).get("epochs", 0))) for t in running))
 
 
 def watch(study: Any, until: Callable[[], bool], on_change: Callable[[Snapshot], None],

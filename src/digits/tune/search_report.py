@@ -1,5 +1,6 @@
-"""The terminal side of an Optuna search: a progress bar with a live best-so-far line while
-workers run, then the trials table, the pictures and the best trial as a preset."""
+"""The terminal side of an Optuna search: a bar over the trials with a live best-so-far
+line and a bar over the epochs of each running trial while workers run, then the trials
+table, the pictures and the best trial as a preset."""
 
 from __future__ import annotations
 
@@ -30,16 +31,39 @@ def _best_line(snap: Snapshot) -> str:
     return f"best {snap.best_value:.4f} (#{snap.best_number}: {params})"
 
 
-def run_search_with_progress(settings: WorkerSettings, workers: int, console: Console) -> Any:
-    """Run ``workers`` workers (in this process when 1) and show progress until they stop."""
+class TrialBars:
+    """One bar per running trial over its epochs, added when it starts, gone when it ends."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[int, Any] = {}
+
+    def update(self, epochs: tuple[tuple[int, int, int], ...]) -> None:
+        running = {number: (done, total) for number, done, total in epochs}
+        for number in set(self.tasks) - set(running):
+            self.progress.remove_task(self.tasks.pop(number))
+        for number, (done, total) in sorted(running.items()):
+            if number not in self.tasks:
+                self.tasks[number] = self.progress.add_task(f"  trial #{number} epochs", total=total or None,
+                                                            best="")
+            self.progress.update(self.tasks[number], completed=done)
+
+
+def run_search_with_progress(settings: WorkerSettings, workers: int, console: Console,
+                             tally: str = "stdout") -> Any:
+    """Run ``workers`` workers (in this process when 1) and show progress until they stop;
+    worker processes print their tallies on ``tally`` (see ``start_workers``)."""
     study = open_study(settings)  # created here first, so workers only join it
-    progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[best]}"), console=console, disable=not console.is_terminal)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[best]}"), console=console,
+                        disable=not console.is_terminal)
     task = progress.add_task("trials", total=settings.trials, best="best: -")
+    bars = TrialBars(progress)
     shown = {"finished": -1}
 
     def on_change(snap: Snapshot) -> None:
         progress.update(task, completed=min(snap.finished, settings.trials), best=_best_line(snap))
+        bars.update(snap.epochs)
         if not console.is_terminal and snap.finished != shown["finished"]:
             console.print(f"  {snap.finished}/{settings.trials} trials finished, {snap.running} running, "
                           f"{snap.failed} failed; {_best_line(snap)}")
@@ -59,7 +83,7 @@ def run_search_with_progress(settings: WorkerSettings, workers: int, console: Co
                 watcher.join(timeout=10)
             console.print(f"this worker ran trials {ran}")
         else:
-            procs = start_workers(settings, workers)
+            procs = start_workers(settings, workers, tally)
             try:
                 watch(study, lambda: not any(p.is_alive() for p in procs), on_change)
             finally:
@@ -72,8 +96,9 @@ def run_search_with_progress(settings: WorkerSettings, workers: int, console: Co
     return study
 
 
-def finish_search(study: Any, space: SearchSpace, folder: Path, console: Console) -> None:
-    """Print the trials table; write trials.csv, the pictures and best.toml into ``folder``."""
+def finish_search(study: Any, space: SearchSpace, folder: Path, console: Console) -> dict[str, Path]:
+    """Print the trials table; write trials.csv, the pictures and best.toml into ``folder``;
+    return the files written, labelled."""
     import optuna
 
     from digits.presets import write_preset
@@ -81,13 +106,12 @@ def finish_search(study: Any, space: SearchSpace, folder: Path, console: Console
     from digits.tune.report import save_study_plots, trials_table, write_trials_csv
 
     console.print(trials_table(study))
-    console.print(f"trials: {write_trials_csv(folder / 'trials.csv', study)}")
-    for picture in save_study_plots(study, folder):
-        console.print(f"picture: {picture}")
+    files = {"trials": write_trials_csv(folder / "trials.csv", study)}
+    files.update({picture.stem: picture for picture in save_study_plots(study, folder)})
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not done:
         console.print("no trial finished; nothing to write as a preset")
-        return
+        return files
     best = max(done, key=lambda t: t.value)
     config = TrainConfig.from_dict(best.user_attrs["config"]).replace(val_split=0.0)
     preset = write_preset(folder / "best.toml", config,
@@ -95,3 +119,4 @@ def finish_search(study: Any, space: SearchSpace, folder: Path, console: Console
                           f"validation accuracy {best.value:.4f} on the last {space.fixed['val_split']:g} of rows")
     console.print(f"best trial #{best.number}: {best.value:.4f}; as a preset: {preset}")
     console.print(f"train it on every row: digits train --preset {preset}")
+    return files | {"best_preset": preset}
