@@ -67,14 +67,17 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.data.kaggle import load_kaggle_csv
 
     if args.resume:
-        return _resume(args)
-    spec, name = _training_spec(args)
-    source = _data_path(args, "train")
-    digits = load_kaggle_csv(source, kind="train")
-    run_dir = _make_run_dir(args.out, name, created)
-    console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}")
-    _train_into(spec, digits, run_dir, str(source))
-    created.clear()
+        run_dir = _resume(args)
+    else:
+        spec, name = _training_spec(args)
+        source = _data_path(args, "train")
+        digits = load_kaggle_csv(source, kind="train")
+        run_dir = _make_run_dir(args.out, name, created)
+        console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}")
+        _train_into(spec, digits, run_dir, str(source))
+        created.clear()
+    if args.report:
+        _report_on(run_dir)
     return 0
 
 
@@ -124,7 +127,7 @@ def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) 
     console.print(f"done: {summary}, {result.metrics['train_seconds']:.1f} s; run directory {run_dir}")
 
 
-def _resume(args: argparse.Namespace) -> int:
+def _resume(args: argparse.Namespace) -> Path:
     """Continue ``--resume RUN_DIR`` with the settings and data recorded in the run."""
     from digits.data.kaggle import load_kaggle_csv
     from digits.runs import read_json
@@ -149,7 +152,7 @@ def _resume(args: argparse.Namespace) -> int:
     digits = load_kaggle_csv(source, kind="train")
     console.print(f"resuming {run_dir} on {source}")
     _train_into(spec, digits, run_dir, source, resume=True)
-    return 0
+    return run_dir
 
 
 def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
@@ -191,11 +194,43 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
 
 
 def score(args: argparse.Namespace, created: list[Path]) -> int:
-    """``digits score SUBMISSION --solution SOLUTION``: accuracy, as Kaggle computes it."""
+    """``digits score SUBMISSION --solution SOLUTION``: accuracy, as Kaggle computes it; recorded
+    in the run directory the submission lies in, for its report."""
+    from digits.predict.scores import record_score
     from digits.predict.submission import score_submission
 
     accuracy = score_submission(args.submission, args.solution)
     console.print(f"score: {accuracy:.5f}")
+    recorded = record_score(args.submission, args.solution, accuracy)
+    if recorded is not None:
+        console.print(f"recorded in {recorded}")
+    return 0
+
+
+def report(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits report RUN_DIR``: the run's self-contained HTML report."""
+    _report_on(Path(args.run_dir), args.out, args.device)
+    return 0
+
+
+def _report_on(run_dir: Path, out: str | None = None, device: str = "auto") -> Path:
+    from digits.report import write_report
+    from digits.train.device import resolve_device
+
+    started = time.perf_counter()
+    path = write_report(run_dir, out, device=resolve_device(device))
+    console.print(f"report: {path} ({time.perf_counter() - started:.1f} s)")
+    return path
+
+
+def compare(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits compare RUN_DIR...``: a table of the runs, and a page with their curves."""
+    from digits.report.compare import comparison_table, read_runs, write_comparison
+
+    records = read_runs(args.run_dirs)
+    page = write_comparison(records, args.out)
+    console.print(comparison_table(records))
+    console.print(f"comparison: {page}")
     return 0
 
 
@@ -229,6 +264,8 @@ def tutorial(args: argparse.Namespace, created: list[Path]) -> int:
                           say=console.print, callbacks=[EpochProgress()])
     created.clear()
     console.print(f"run directory: {result.run_dir} ({time.perf_counter() - started:.0f} s)")
+    if args.report:
+        _report_on(result.run_dir)
     if result.score is not None:
         console.print(f"score: {result.score:.5f}")
     return 0
