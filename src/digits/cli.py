@@ -135,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     compare = sub.add_parser("compare", formatter_class=fmt,
-                             help="runs side by side: a table, and one HTML page with their validation curves")
+                             help="runs side by side: a table, and an HTML page with their validation curves")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    compare.add_argument("--out", default="compare", metavar="DIR", help="folder for compare.html and its PNG")
+    compare.add_argument("--out", default="compare", metavar="DIR",
+                         help="folder for compare.html and its PNG")
 
     models = sub.add_parser("models", formatter_class=fmt, help="list the registered models")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")

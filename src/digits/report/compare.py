@@ -82,9 +82,12 @@ def write_comparison(runs: Sequence[RunLike], out: str | os.PathLike[str] = "com
     written = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
     text = html.page(f"Comparison of {len(records)} runs", f"written {written} by digits {__version__}; "
                      + ", ".join(str(r.path) for r in records), sections)
-    if png is not None:
-        write_bytes(out / CURVES_FILE, png)
-    return write_text(out / COMPARE_FILE, text)
+    try:
+        if png is not None:
+            write_bytes(out / CURVES_FILE, png)
+        return write_text(out / COMPARE_FILE, text)
+    except OSError as exc:
+        raise RunError(f"{out}: cannot write the comparison there ({exc.strerror or exc})") from None
 
 
 def _labels(records: Sequence[RunRecord]) -> list[str]:

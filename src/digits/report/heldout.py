@@ -74,8 +74,8 @@ def _scored_test_set(record: RunRecord, dirs: tuple[Path, ...]) -> HeldOut | Non
         return None
     if len(labels) != len(images):
         return None
-    return HeldOut("test", f"the scored test set: {test_file} ({len(images):,} rows), answers from {solution}",
-                   DigitSet(images, labels, str(test_file)), dirs)
+    return HeldOut("test", f"the scored test set: {test_file} ({len(images):,} rows), "
+                   f"answers from {solution}", DigitSet(images, labels, str(test_file)), dirs)
 
 
 def _training_file(record: RunRecord) -> DigitSet | str:
@@ -122,7 +122,7 @@ def _out_of_bag(record: RunRecord, full: DigitSet) -> HeldOut | str:
         member_rows.append(bagged_rows(len(full), record.bagging, int(member.config.get("seed", 0)))[1])
     union = np.unique(np.concatenate(member_rows))
     positions = tuple(np.searchsorted(union, rows) for rows in member_rows)
-    return HeldOut("out-of-bag", f"out-of-bag rows of {full.origin}: the {len(union):,} rows that at least one "
-                   f"member held out ({record.bagging * 100:g}% each), every row predicted only by the members "
-                   "that did not train on it", full.subset(union), tuple(m.path for m in record.members),
-                   positions)
+    return HeldOut("out-of-bag", f"out-of-bag rows of {full.origin}: the {len(union):,} rows that at least "
+                   f"one member held out ({record.bagging * 100:g}% each), every row predicted only by the "
+                   "members that did not train on it", full.subset(union),
+                   tuple(m.path for m in record.members), positions)

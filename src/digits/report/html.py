@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Iterable, Sequence
 
 CSS = """
@@ -26,6 +27,7 @@ tr.total td { font-weight: 600; border-top: 2px solid #c3c9d5; }
 img { max-width: 100%; height: auto; display: block; margin: 0.6em 0; }
 code { font-size: 0.9em; background: #f3f5f9; padding: 0 0.25em; }
 .score { font-size: 1.4em; font-weight: 600; }
+.columns { display: flex; flex-wrap: wrap; gap: 0 2.5em; align-items: flex-start; }
 """
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -51,8 +53,15 @@ def section(anchor: str, heading: str, *parts: str) -> str:
 
 
 def paragraph(text: str, css_class: str | None = None) -> str:
+    """Plain text; `backquoted` words (commands, file names) are set as code."""
     klass = f' class="{esc(css_class)}"' if css_class else ""
-    return f"<p{klass}>{esc(text)}</p>"
+    body = re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
+    return f"<p{klass}>{body}</p>"
+
+
+def columns(*parts: str) -> str:
+    """Parts side by side where the window is wide enough."""
+    return '<div class="columns">\n' + "\n".join(f"<div>{part}</div>" for part in parts) + "\n</div>"
 
 
 def image(png: bytes, alt: str) -> str:

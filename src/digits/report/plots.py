@@ -134,7 +134,8 @@ def per_class_figure(precision: np.ndarray, recall: np.ndarray) -> plt.Figure:
     ax.bar(digits - 0.2, np.nan_to_num(precision), 0.4, label="precision")
     ax.bar(digits + 0.2, np.nan_to_num(recall), 0.4, label="recall")
     low = np.nanmin(np.concatenate([precision, recall, [1.0]]))
-    ax.set(xticks=digits, xlabel="digit", ylim=(max(0.0, low - 0.05), 1.0), title="per-class precision and recall")
+    ax.set(xticks=digits, xlabel="digit", ylim=(max(0.0, low - 0.05), 1.0),
+           title="per-class precision and recall")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return fig

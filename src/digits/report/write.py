@@ -17,6 +17,7 @@ import torch
 
 from digits import __version__
 from digits.atomic import write_bytes, write_text
+from digits.errors import RunError
 from digits.report import html, numbers
 from digits.report.evaluate import (
     Evaluation,
@@ -73,9 +74,12 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     written = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
     text = html.page(f"Report: {record.name}", f"{KIND_NAMES[record.kind]}, {record.model}; "
                      f"{record.path}; written {written} by digits {__version__}", sections)
-    for name, png in pngs.items():
-        write_bytes(target.parent / name, png)
-    return write_text(target, text)
+    try:
+        for name, png in pngs.items():
+            write_bytes(target.parent / name, png)
+        return write_text(target, text)
+    except OSError as exc:
+        raise RunError(f"{target}: cannot write the report there ({exc.strerror or exc})") from None
 
 
 def _target(run_dir: Path, out: str | os.PathLike[str] | None) -> Path:
@@ -93,7 +97,8 @@ def _summary(record: RunRecord, evaluation: Evaluation | str) -> str:
     if record.members:
         rows[-2:] = [(f"{name} (mean of {len(record.members)} members)", value) for name, value in rows[-2:]]
     if isinstance(evaluation, Evaluation):
-        rows.append((f"accuracy on {SET_NAMES[evaluation.held_out.kind]}", numbers.fraction(evaluation.accuracy)))
+        where = SET_NAMES[evaluation.held_out.kind]
+        rows.append((f"accuracy on {where}", numbers.fraction(evaluation.accuracy)))
     rows.append(("score", numbers.fraction(record.score["score"], 5) if record.score else "not scored"))
     return html.section("summary", "Summary", html.table(None, rows))
 
@@ -130,9 +135,9 @@ def _configuration(record: RunRecord) -> str:
         facts += [(f"data: {key}", _plain(value)) for key, value in record.data.items()]
     facts += [(key, _plain(value)) for key, value in record.environment.items()]
     return html.section("configuration", "Configuration",
-                        html.paragraph("Training settings, as recorded in the run's config.json:"),
-                        html.table(("setting", "value"), settings),
-                        html.table(("fact", "value"), facts))
+                        html.paragraph("Training settings as the run recorded them, and facts about it:"),
+                        html.columns(html.table(("setting", "value"), settings),
+                                     html.table(("fact", "value"), facts)))
 
 
 def _plain(value: object) -> str:
@@ -142,12 +147,14 @@ def _plain(value: object) -> str:
 def _curves(record: RunRecord, picture: Picture) -> str:
     curves = record.curves
     mark = curves[0].marked_as
-    figure = learning_curves_figure([(c.label, c.history, c.marked_epoch) for c in curves], mark, record.model)
+    figure = learning_curves_figure([(c.label, c.history, c.marked_epoch) for c in curves], mark,
+                                    record.model)
     parts = [picture("curves.png", figure, "loss and accuracy against epochs, train and validation")]
     if record.kind == "tutorial":
-        parts.append(html.paragraph(f"The tutorial's validation run. It chose {curves[0].marked_epoch} epochs "
-                                    f"({record.metrics.get('chosen_by', 'lowest validation loss')}), then "
-                                    "retrained on every row for that many.", "note"))
+        chosen_by = record.metrics.get("chosen_by", "lowest validation loss")
+        parts.append(html.paragraph(f"The tutorial's validation run. It chose {curves[0].marked_epoch} "
+                                    f"epochs ({chosen_by}), then retrained on every row for that many.",
+                                    "note"))
     elif len(curves) == 1 and curves[0].marked_epoch is not None:
         parts.append(html.paragraph(f"Marked: epoch {curves[0].marked_epoch}, {mark}.", "note"))
     elif len(curves) == 1:
@@ -168,8 +175,8 @@ def _members(record: RunRecord, evaluation: Evaluation | str) -> str:
                  numbers.fraction(record.best_val_accuracy) + " (mean)",
                  numbers.fraction(evaluation.accuracy if kind else None)))
     return html.section("members", "Members and ensemble",
-                        html.table(("member", "seed", "parameters", "epochs", "best validation accuracy", column),
-                                   rows, numeric=(1, 2, 3, 4, 5), total_last=True),
+                        html.table(("member", "seed", "parameters", "epochs", "best validation accuracy",
+                                    column), rows, numeric=(1, 2, 3, 4, 5), total_last=True),
                         html.paragraph("The ensemble averages its members' probabilities"
                                        + (" with test-time augmentation." if record.tta else "."), "note"))
 
@@ -226,8 +233,8 @@ def _mistakes(evaluation: Evaluation, picture: Picture, limit: int) -> str:
 def _samples(evaluation: Evaluation, picture: Picture, limit: int) -> str:
     count = min(limit, len(evaluation.labels))
     right = evaluation.predicted[:count] == evaluation.labels[:count]
-    captions = [str(evaluation.labels[i]) if right[i] else f"{evaluation.labels[i]} (read {evaluation.predicted[i]})"
-                for i in range(count)]
+    captions = [str(label) if ok else f"{label} (read {read})"
+                for label, read, ok in zip(evaluation.labels[:count], evaluation.predicted[:count], right)]
     colors = ["black" if ok else "#c0392b" for ok in right]
     figure = gallery_figure(evaluation.held_out.data.images[:count], captions, colors, columns=10)
     return html.section("samples", "Sample digits",
