@@ -20,7 +20,7 @@ def test_train_predict_score_chain(tmp_path, kaggle_dir, cli):
     assert (run / "submission.csv").read_text().startswith("ImageId,Label\n1,")
     scored = cli("score", run / "submission.csv", "--solution", kaggle_dir / "solution.csv")
     assert scored.code == 0
-    assert 0.5 < float(scored.out.split()[-1]) <= 1.0
+    assert scored.out.startswith("score: ") and 0.5 < float(scored.out.split()[1]) <= 1.0
 
 
 def test_train_flags_reach_the_run_config(tmp_path, cli):
@@ -109,6 +109,10 @@ def test_tutorial_runs_every_step_and_ends_with_the_score(tmp_path, kaggle_dir, 
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["chosen_by"] == "lowest validation loss" and 1 <= metrics["chosen_epochs"] <= 4
     assert metrics["epochs"] == metrics["chosen_epochs"]
+    assert json.loads((run / "score.json").read_text())["score"] == metrics["score"]
+    report = (run / "report" / "report.html").read_text()
+    assert "Confusion matrix on the scored test set" in report
+    assert f"It chose {metrics['chosen_epochs']} epochs" in report
 
 
 def test_tutorial_without_data_says_how_to_get_it(tmp_path, cli):

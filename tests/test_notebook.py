@@ -31,7 +31,6 @@ def run_notebook(notebook: nbformat.NotebookNode, cwd: Path) -> str:
                    for out in cell.get("outputs", []))
 
 
-@pytest.mark.xfail(strict=False, reason="needs digits.report.write_report from branch report")
 def test_tutorial_notebook_runs_top_to_bottom_on_the_fixture(tmp_path, kaggle_dir):
     notebook = with_parameters(nbformat.read(NOTEBOOK, as_version=4), DATA_DIR=str(kaggle_dir),
                                RUNS_DIR=str(tmp_path / "runs"), EPOCHS=3, CNN_EPOCHS=1)

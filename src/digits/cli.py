@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<preset or model>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_output_flags(train)
+    _add_no_report_flag(train)
 
     predict = sub.add_parser("predict", formatter_class=fmt, help="predict a test file into submission.csv")
     predict.add_argument("run_dir", metavar="RUN_DIR")
@@ -125,10 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="test-time augmentation: average over 1-pixel shifts")
     add_output_flags(predict)
 
-    score = sub.add_parser("score", formatter_class=fmt, help="score a submission as Kaggle does")
+    score = sub.add_parser("score", formatter_class=fmt, help="score a submission as Kaggle does; in a run "
+                           "directory, the score is also recorded in its score.json")
     score.add_argument("submission", metavar="SUBMISSION")
     score.add_argument("--solution", required=True, metavar="SOLUTION", help="answer key (solution.csv)")
     add_output_flags(score)
+
+    report = sub.add_parser("report", formatter_class=fmt,
+                            help="a self-contained HTML report of a run directory, its PNGs beside it")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--out", metavar="HTML", help="report file (default: RUN_DIR/report/report.html)")
+    report.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+    compare = sub.add_parser("compare", formatter_class=fmt,
+                             help="runs side by side: a table, and an HTML page with their validation curves")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--out", default="compare", metavar="DIR",
+                         help="folder for compare.html and its PNG")
 
     models = sub.add_parser("models", formatter_class=fmt, help="list the registered models")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
@@ -139,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     tut.add_argument("--epochs", type=_positive_int, default=25, metavar="N", help="exploration epochs")
     tut.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
     add_output_flags(tut)
+    _add_no_report_flag(tut)
     serve_commands.add_commands(sub)  # serve, export, predict-image
 
     from digits.tune.cli import add_tune_command  # light: no torch or optuna at import
@@ -150,6 +165,11 @@ def _add_data_flags(parser: argparse.ArgumentParser, kind: str) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(f"--{kind}", metavar="CSV", help=f"{kind}.csv or Kaggle's zip")
     group.add_argument("--data", default="data", metavar="DIR", help=f"folder holding {kind}.csv")
+
+
+def _add_no_report_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-report", dest="report", action="store_false",
+                        help="skip the HTML report written into RUN_DIR/report/ at the end")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,7 +200,8 @@ def _dispatch(args: argparse.Namespace, created: list[Path]) -> int:
 
         return run_tune(args, created)
     handler = {"data": commands.data, "train": commands.train, "predict": commands.predict,
-               "score": commands.score, "models": commands.models, "tutorial": commands.tutorial}
+               "score": commands.score, "models": commands.models, "tutorial": commands.tutorial,
+               "report": commands.report, "compare": commands.compare}
     return handler[args.command](args, created)
 
 

@@ -69,14 +69,17 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.data.kaggle import load_kaggle_csv
 
     if args.resume:
-        return _resume(args)
-    spec, name = _training_spec(args)
-    source = _data_path(args, "train")
-    digits = load_kaggle_csv(source, kind="train")
-    run_dir = _make_run_dir(args.out, name, created)
-    console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}")
-    _train_into(spec, digits, run_dir, str(source))
-    created.clear()
+        run_dir = _resume(args)
+    else:
+        spec, name = _training_spec(args)
+        source = _data_path(args, "train")
+        digits = load_kaggle_csv(source, kind="train")
+        run_dir = _make_run_dir(args.out, name, created)
+        console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}")
+        _train_into(spec, digits, run_dir, str(source))
+        created.clear()
+    if args.report:
+        _report_on(run_dir)
     return _finish_train(args, run_dir)
 
 
@@ -133,7 +136,7 @@ def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) 
     console.print(f"done: {summary}, {result.metrics['train_seconds']:.1f} s")
 
 
-def _resume(args: argparse.Namespace) -> int:
+def _resume(args: argparse.Namespace) -> Path:
     """Continue ``--resume RUN_DIR`` with the settings and data recorded in the run."""
     from digits.data.kaggle import load_kaggle_csv
     from digits.runs import read_json
@@ -158,7 +161,7 @@ def _resume(args: argparse.Namespace) -> int:
     digits = load_kaggle_csv(source, kind="train")
     console.print(f"resuming {run_dir} on {source}")
     _train_into(spec, digits, run_dir, source, resume=True)
-    return _finish_train(args, run_dir)
+    return run_dir
 
 
 def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
@@ -204,12 +207,43 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
 
 
 def score(args: argparse.Namespace, created: list[Path]) -> int:
-    """``digits score SUBMISSION --solution SOLUTION``: accuracy, as Kaggle computes it."""
+    """``digits score SUBMISSION --solution SOLUTION``: accuracy, as Kaggle computes it; recorded
+    in the run directory the submission lies in, for its report."""
+    from digits.predict.scores import record_score
     from digits.predict.submission import count_correct
     from digits.results import score_result
 
     result = score_result(args.submission, args.solution, *count_correct(args.submission, args.solution))
-    return finish(args, "score", result, {}, f"score: {result['accuracy']:.5f}")
+    recorded = record_score(args.submission, args.solution, result["accuracy"])
+    return finish(args, "score", result, {"recorded": recorded} if recorded else {},
+                  f"score: {result['accuracy']:.5f}")
+
+
+def report(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits report RUN_DIR``: the run's self-contained HTML report."""
+    _report_on(Path(args.run_dir), args.out, args.device)
+    return 0
+
+
+def _report_on(run_dir: Path, out: str | None = None, device: str = "auto") -> Path:
+    from digits.report import write_report
+    from digits.train.device import resolve_device
+
+    started = time.perf_counter()
+    path = write_report(run_dir, out, device=resolve_device(device))
+    console.print(f"report: {path} ({time.perf_counter() - started:.1f} s)")
+    return path
+
+
+def compare(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits compare RUN_DIR...``: a table of the runs, and a page with their curves."""
+    from digits.report.compare import comparison_table, read_runs, write_comparison
+
+    records = read_runs(args.run_dirs)
+    page = write_comparison(records, args.out)
+    console.print(comparison_table(records))
+    console.print(f"comparison: {page}")
+    return 0
 
 
 def models(args: argparse.Namespace, created: list[Path]) -> int:
@@ -244,6 +278,8 @@ def tutorial(args: argparse.Namespace, created: list[Path]) -> int:
                           say=console.print, callbacks=[EpochProgress()])
     created.clear()
     seconds = time.perf_counter() - started
+    if args.report:
+        _report_on(result.run_dir)
     if wants_json(args):
         emit_json("tutorial", tutorial_result(run_dir, data_dir, seconds))
         return 0

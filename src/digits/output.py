@@ -100,6 +100,8 @@ def run_files(run_dir: str | os.PathLike[str]) -> dict[str, Path]:
     by_name = {p.name: p for p in present}
     files = {FILE_LABELS[name]: by_name[name] for name in FILE_LABELS if name in by_name}
     files.update({p.name: p for p in present if p.name not in FILE_LABELS})
+    if (run_dir / "report" / "report.html").is_file():  # `digits report` writes into its own folder
+        files["report"] = run_dir / "report" / "report.html"
     return files
 
 

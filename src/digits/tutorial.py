@@ -14,6 +14,7 @@ from pathlib import Path
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.predict.predictor import predict_labels
+from digits.predict.scores import record_score
 from digits.predict.submission import score_submission, write_submission
 from digits.report.plots import plot_digit_grid
 from digits.runs import read_json, write_json
@@ -81,6 +82,7 @@ def _score_if_possible(submission: Path, data_dir: Path, say: Callable[[str], No
         say("[6/6] no solution.csv beside the data (Kaggle's own files): upload submission.csv to Kaggle to score it")
         return None
     score = score_submission(submission, solution)
+    record_score(submission, solution, score, test=data_dir / "test.csv")
     say(f"[6/6] local leaderboard, scored against {solution} as Kaggle scores it")
     return score
 

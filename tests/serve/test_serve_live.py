@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import importlib.util
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,11 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import chromium, needs_chromium
 from conftest import STROKES, encode, paper_photo, png_bomb
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def _free_port() -> int:
@@ -139,56 +135,37 @@ def test_an_onnx_server_process_never_loads_torch(onnx_run_dir, fixture_test):
     assert "libtorch" not in maps and "/torch/" not in maps
 
 
-def _chromium_missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (make test installs Debian's chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -r requirements.lock)"
-    return None
-
-
-@pytest.mark.skipif(_chromium_missing() is not None, reason=str(_chromium_missing()))
+@needs_chromium
 def test_digits_drawn_with_the_mouse_are_read_on_the_page(server, tmp_path, fixture_test):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     digit_photo = (fixture_test[0][0], int(fixture_test[1][0]))  # also uploaded as a photo
-    profile = tmp_path / "chromium-profile"  # a fresh profile every run
-    with sync_playwright() as p:
-        # Playwright passes the profile to chromium as --user-data-dir.
-        browser = p.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True,
-                                                       args=CHROMIUM_FLAGS,
-                                                       viewport={"width": 1000, "height": 800})
-        try:
-            page = browser.new_page()
-            page.goto(server)
-            expect(page.locator("#card-parameters")).not_to_have_text("…")
-            pad = page.locator("#pad").bounding_box()
-            scale = pad["width"] / 280
-            for label, strokes in STROKES.items():
-                page.click("#clear")
-                for stroke in strokes:
-                    _draw(page, pad, scale, stroke)
-                _wait_for_newest_answer(page)
-                assert page.locator("#prediction").get_attribute("data-label") == str(label), \
-                    f"drew {label}, the page shows {page.locator('#prediction').text_content()}"
-                seen = page.evaluate("Array.from(document.getElementById('seen').getContext('2d')"
-                                     ".getImageData(0, 0, 28, 28).data).filter((v, i) => i % 4 == 0)")
-                assert max(seen) == 255 and seen[0] == 0  # the 28x28 image the model saw is shown
-                bars = page.locator("#bars li.top .pct").text_content()
-                assert bars.endswith("%") and float(bars[:-1]) > 50
-            page.set_input_files("#file", files=[{"name": "photo.png", "mimeType": "image/png",
-                                                  "buffer": encode(paper_photo(digit_photo[0]))}])
-            _wait_for_newest_answer(page)
-            assert page.locator("#prediction").get_attribute("data-label") == str(digit_photo[1])
-            page.click("#undo")  # the 4 loses its stroke down: still drawn, maybe another reading
-            _wait_for_newest_answer(page)
+    with chromium(tmp_path / "chromium-profile", viewport={"width": 1000, "height": 800}) as browser:
+        page = browser.new_page()
+        page.goto(server)
+        expect(page.locator("#card-parameters")).not_to_have_text("…")
+        pad = page.locator("#pad").bounding_box()
+        scale = pad["width"] / 280
+        for label, strokes in STROKES.items():
             page.click("#clear")
-            expect(page.locator("#prediction")).to_have_text("–")
-        finally:
-            browser.close()
-    shutil.rmtree(profile, ignore_errors=True)
+            for stroke in strokes:
+                _draw(page, pad, scale, stroke)
+            _wait_for_newest_answer(page)
+            assert page.locator("#prediction").get_attribute("data-label") == str(label), \
+                f"drew {label}, the page shows {page.locator('#prediction').text_content()}"
+            seen = page.evaluate("Array.from(document.getElementById('seen').getContext('2d')"
+                                 ".getImageData(0, 0, 28, 28).data).filter((v, i) => i % 4 == 0)")
+            assert max(seen) == 255 and seen[0] == 0  # the 28x28 image the model saw is shown
+            bars = page.locator("#bars li.top .pct").text_content()
+            assert bars.endswith("%") and float(bars[:-1]) > 50
+        page.set_input_files("#file", files=[{"name": "photo.png", "mimeType": "image/png",
+                                              "buffer": encode(paper_photo(digit_photo[0]))}])
+        _wait_for_newest_answer(page)
+        assert page.locator("#prediction").get_attribute("data-label") == str(digit_photo[1])
+        page.click("#undo")  # the 4 loses its stroke down: still drawn, maybe another reading
+        _wait_for_newest_answer(page)
+        page.click("#clear")
+        expect(page.locator("#prediction")).to_have_text("–")
 
 
 def _draw(page, pad: dict, scale: float, stroke: list[tuple[float, float]]) -> None:

@@ -35,13 +35,19 @@ class EnsembleSpec:
     workers: int = 1
 
 
+def bagged_rows(rows: int, bagging: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted row numbers (trained on, held out) of one bagged member: a seeded random hold-out."""
+    order = np.random.default_rng(seed).permutation(rows)
+    cut = int(round(rows * (1 - bagging)))
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
 def member_split(data: DigitSet, bagging: float, seed: int, val_split: float) -> tuple[DigitSet, DigitSet]:
     """(train, validation) for one member: a seeded random hold-out, or the last rows."""
     if not bagging:
         return data.split_last(val_split)
-    order = np.random.default_rng(seed).permutation(len(data))
-    cut = int(round(len(data) * (1 - bagging)))
-    return data.subset(np.sort(order[:cut])), data.subset(np.sort(order[cut:]), f"{data.origin} (held out)")
+    trained, held_out = bagged_rows(len(data), bagging, seed)
+    return data.subset(trained), data.subset(held_out, f"{data.origin} (held out)")
 
 
 def _train_member(config: TrainConfig, data: DigitSet, bagging: float, member_dir: Path,
