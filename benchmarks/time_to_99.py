@@ -62,6 +62,8 @@ def time_graphed(config: TrainConfig, train: DigitSet, test: TensorSet, seeds: i
     data = TensorSet.from_digits(train, device)
     seed_everything(0)
     model = create_model(config.model, **config.model_args).to(device)
+    if config.channels_last:  # as fit() does
+        model.to(memory_format=torch.channels_last)
     _sync(device)
     started = time.perf_counter()
     trainer = GraphedTrainer(model, data, config)

@@ -58,6 +58,9 @@ class GraphedTrainer:
             raise DigitsError(f"CUDA graphs support adam, adamw and sgd, not {config.optimizer}")
         self.model, self.data, self.config = model, data, config
         device = data.x.device
+        # cuDNN must choose its kernels by timing them in the warm-up steps: a graph keeps the
+        # kernel chosen at capture, and the untimed default was 4x slower for fast-cnn's conv.
+        torch.backends.cudnn.benchmark = True
         self.batch = config.batch_size
         self.steps = len(data) // self.batch                                  # full batches only
         if self.steps < 1:
