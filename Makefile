@@ -6,7 +6,7 @@ DIGITS := $(VENV)/bin/digits
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 
-.PHONY: install browser postgres demo data test test-all clean
+.PHONY: install browser postgres demo data pictures test test-all clean
 
 # The venv is (re)built whenever the pins or the project metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -25,6 +25,10 @@ data: $(DATA)/train.csv
 
 demo: install data
 	$(DIGITS) tutorial --data $(DATA)
+
+# The README's pictures (docs/images/), from a real tutorial run of this checkout.
+pictures: install data
+	DIGITS=$(DIGITS) DATA=$(DATA) bash docs/pictures.sh
 
 # Debian's chromium for the draw-a-digit end-to-end test (Playwright drives it; it never
 # downloads a browser). Skipped when one is there already.
