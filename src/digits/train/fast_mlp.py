@@ -222,8 +222,8 @@ class FusedMlpStep:
 
 
 @contextmanager
-def _cpu_settings(threads: int) -> Iterator[None]:
-    """Run with ``threads`` intra-op threads and denormals flushed to zero, then restore both.
+def flushed_denormals() -> Iterator[None]:
+    """Run the block with denormal floats flushed to zero, then restore the flag.
 
     RMSprop's running average of a pixel that stays blank decays by rho each step and
     spends hundreds of steps as a denormal float (below 1.2e-38), where every multiply and
@@ -234,10 +234,16 @@ def _cpu_settings(threads: int) -> Iterator[None]:
     flushing_before = torch.tensor([1e-39]).mul_(1.0).item() == 0.0
     torch.set_flush_denormal(True)
     try:
-        with use_threads(threads):
-            yield
+        yield
     finally:
         torch.set_flush_denormal(flushing_before)
+
+
+@contextmanager
+def _cpu_settings(threads: int) -> Iterator[None]:
+    """``threads`` intra-op threads and denormals flushed to zero, both restored afterwards."""
+    with flushed_denormals(), use_threads(threads):
+        yield
 
 
 class FastMlpEpochs:

@@ -29,6 +29,7 @@ from torch import nn
 
 from digits.models.layers import Classifier
 from digits.models.registry import create_model
+from digits.train.fast_mlp import flushed_denormals
 from digits.train.history import History
 
 RHO = 0.9      # Keras RMSprop defaults
@@ -198,6 +199,13 @@ def train_stack(stack: MlpStack, images: torch.Tensor, labels: torch.Tensor, str
     reshuffles its rows every epoch (its own generator, seeded from ``seed``); batches are
     ``batch_size`` rows, the last one shorter, as Keras does. Returns ``histories[g][m]``.
     """
+    with flushed_denormals():  # blank pixels' RMSprop averages would otherwise crawl as denormals
+        return _train_stack(stack, images, labels, streams, group_stream, epochs, batch_size, seed, on_epoch)
+
+
+def _train_stack(stack: MlpStack, images: torch.Tensor, labels: torch.Tensor, streams: Sequence[Stream],
+                 group_stream: Sequence[int], epochs: int, batch_size: int, seed: int,
+                 on_epoch: EpochHook | None) -> list[list[History]]:
     flat = images.reshape(len(images), 784)
     group_stream_t = torch.as_tensor(list(group_stream))
     gens = [torch.Generator().manual_seed(seed * 1000 + s) for s in range(len(streams))]
