@@ -88,3 +88,22 @@ def test_history_records_every_epoch_of_every_model_with_validation() -> None:
         assert history.column("epoch") == [1.0, 2.0, 3.0]
         assert history.rows[-1]["loss"] < history.rows[0]["loss"]
         assert 0.5 < history.rows[-1]["val_accuracy"] <= 1.0
+
+
+def test_bf16_first_layer_trains_as_well_as_fp32_and_reports_the_last_epoch_in_fp32() -> None:
+    data = load_kaggle_csv(FIXTURE, kind="train")
+    images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
+    streams = [Stream(torch.arange(0, 1500), torch.arange(1500, 2000))]
+    trained = {}
+    for precision in ("fp32", "bf16"):
+        stack = MlpStack.from_models(_models([16, 64], groups=1), [0.002], precision)
+        trained[precision] = (stack, train_stack(stack, images, labels, streams, [0], epochs=3, batch_size=64))
+    (fp32, hist32), (bf16, hist16) = trained["fp32"], trained["bf16"]
+    assert not torch.equal(fp32.w1, bf16.w1)  # the bf16 matmuls really ran
+    for m in range(2):
+        assert abs(hist16[0][m].rows[-1]["val_accuracy"] - hist32[0][m].rows[-1]["val_accuracy"]) < 0.02
+    # the last epoch's validation, the one a grid reports, is the fp32 model's own accuracy
+    model = bf16.to_model(0, 1)
+    with torch.no_grad():
+        accuracy = (model(images[1500:2000]).argmax(1) == labels[1500:2000]).float().mean().item()
+    assert hist16[0][1].rows[-1]["val_accuracy"] == pytest.approx(accuracy, abs=1e-6)

@@ -193,6 +193,11 @@ def _dispatch(args: argparse.Namespace, created: list[Path]) -> int:
     # Imports are per command so that `digits score` does not pay for importing torch.
     from digits import commands
 
+    if args.command in ("train", "tune", "tutorial"):
+        from digits.train.denormals import flush_denormals_from_now_on
+
+        flush_denormals_from_now_on()  # before any tensor work, so OpenMP's threads flush too
+
     if args.command in serve_commands.COMMANDS:
         return serve_commands.run_command(args, created)
     if args.command == "tune":

@@ -31,6 +31,7 @@ from torch import nn
 from digits.models.layers import Classifier
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
+from digits.train.denormals import flushed_denormals
 
 if TYPE_CHECKING:
     from digits.train.fit import TensorSet
@@ -219,24 +220,6 @@ class FusedMlpStep:
             torch.sum(delta, 0, out=self.bias_grads[i])
             if i:  # back through Linear i and the ReLU before it
                 delta = torch.ops.aten.threshold_backward(delta.mm(self.weights_t[i].t()), activations[i], 0)
-
-
-@contextmanager
-def flushed_denormals() -> Iterator[None]:
-    """Run the block with denormal floats flushed to zero, then restore the flag.
-
-    RMSprop's running average of a pixel that stays blank decays by rho each step and
-    spends hundreds of steps as a denormal float (below 1.2e-38), where every multiply and
-    square root takes a slow microcode path. Flushing them to zero changes no weight
-    (sqrt(v) < 1.1e-19 is lost next to eps = 1e-7 either way) and TensorFlow's CPU threads
-    do the same. torch has no getter for the flag, so it is probed.
-    """
-    flushing_before = torch.tensor([1e-39]).mul_(1.0).item() == 0.0
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(flushing_before)
 
 
 @contextmanager

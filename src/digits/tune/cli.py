@@ -4,6 +4,7 @@ the command itself. Heavy imports (torch, optuna) happen inside the command."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -39,6 +40,9 @@ def add_tune_command(sub: Any) -> None:
     tune.add_argument("--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
                       help="a trial whose worker is silent 3x this long is failed and retried")
     tune.add_argument("--seed", type=int, default=0, metavar="N")
+    tune.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                      help="grid: the first layer's matmuls in bf16 (weights and RMSprop stay fp32); "
+                           "auto: bf16 where the CPU has AMX")
     tune.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     add_output_flags(tune)
 
@@ -83,12 +87,13 @@ def _study_dir(args: argparse.Namespace, study: str, created: list[Path], fresh:
 def _run_grid(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.console import console
     from digits.data.kaggle import load_kaggle_csv
+    from digits.tune.batched_mlp import resolve_precision
     from digits.tune.grid import get_grid
     from digits.tune.grid_study import GridProgress, run_grid_study
     from digits.tune.storage import sqlite_url
 
     started = time.perf_counter()
-    spec = get_grid(args.grid)
+    spec = dataclasses.replace(get_grid(args.grid), precision=args.precision)
     train_csv = _train_path(args)
     data = load_kaggle_csv(train_csv, kind="train")
     test_csv = train_csv.parent / "test.csv"
@@ -97,7 +102,8 @@ def _run_grid(args: argparse.Namespace, created: list[Path]) -> int:
     folder = _study_dir(args, study, created, fresh=True)
     _use_all_cores()
     console.print(f"grid {spec.name}: hidden {list(spec.hidden)} x lr {list(spec.lrs)}, {spec.folds}-fold CV, "
-                  f"{spec.epochs} epochs, batch {spec.batch_size}: {spec.fits} fits + refit, on {len(data)} rows")
+                  f"{spec.epochs} epochs, batch {spec.batch_size}: {spec.fits} fits + refit, on {len(data)} rows; "
+                  f"first-layer matmuls in {resolve_precision(spec.precision)}")
     with GridProgress(console, spec) as progress:
         result = run_grid_study(spec, data, test, folder, study, args.storage, args.seed, progress)
     created.clear()

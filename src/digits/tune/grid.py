@@ -9,7 +9,8 @@ keeps its per-epoch history (training loss and accuracy, and the held-out fold's
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +20,9 @@ from digits.data.dataset import DigitSet
 from digits.errors import DigitsError
 from digits.models.layers import Classifier
 from digits.models.registry import create_model
+from digits.train.fast_mlp import use_threads
 from digits.train.history import History
-from digits.tune.batched_mlp import MlpStack, Stream, train_stack
+from digits.tune.batched_mlp import MlpStack, Stream, resolve_precision, train_stack
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class GridSpec:
     folds: int = 3
     epochs: int = 15
     batch_size: int = 64  # examples per RMSprop step
+    precision: str = "auto"  # first-layer matmuls: fp32, bf16, or auto (bf16 where the CPU has AMX)
 
     @property
     def fits(self) -> int:
@@ -91,15 +94,39 @@ def run_grid(spec: GridSpec, data: DigitSet, seed: int = 0,
     pairs = list(itertools.product(range(spec.folds), spec.lrs))  # one group per (fold, lr)
     torch.manual_seed(seed)
     models = [[create_model("tutorial-mlp", hidden=h) for h in spec.hidden] for _ in pairs]
-    stack = MlpStack.from_models(models, [lr for _, lr in pairs])
-    histories = train_stack(stack, torch.from_numpy(data.images), torch.from_numpy(labels.astype(np.int64)),
-                            streams, [f for f, _ in pairs], spec.epochs, spec.batch_size, seed, on_epoch)
+    lrs, precision = [lr for _, lr in pairs], resolve_precision(spec.precision)
+    parts = balanced_parts(spec.hidden, torch.get_num_threads())
+    stacks = [MlpStack.from_models([[row[i] for i in part] for row in models], lrs, precision) for part in parts]
+    images, targets = torch.from_numpy(data.images), torch.from_numpy(labels.astype(np.int64))
+
+    def train(k: int) -> list[list[History]]:
+        return train_stack(stacks[k], images, targets, streams, [f for f, _ in pairs], spec.epochs,
+                           spec.batch_size, seed, on_epoch if k == 0 else None)
+
+    # One stack per core, each on one thread: the cores no longer meet at a barrier after every
+    # small operation, and each thread's Python overhead overlaps the other's arithmetic.
+    with use_threads(1), ThreadPoolExecutor(len(stacks)) as pool:
+        results = list(pool.map(train, range(len(stacks))))
+    histories = [[None] * len(spec.hidden) for _ in pairs]
+    for part, result in zip(parts, results):
+        for gi in range(len(pairs)):
+            for j, mi in enumerate(part):
+                histories[gi][mi] = result[gi][j]
     cells = []
     for (mi, hidden), lr in itertools.product(enumerate(spec.hidden), spec.lrs):
         groups = [gi for gi, (_, glr) in enumerate(pairs) if glr == lr]  # fold order
         hist = tuple(histories[gi][mi] for gi in groups)
         cells.append(CellResult(hidden, lr, tuple(h.rows[-1]["val_accuracy"] for h in hist), hist))
     return cells
+
+
+def balanced_parts(widths: Sequence[int], parts: int) -> list[list[int]]:
+    """Indices of ``widths`` in at most ``parts`` groups of about equal total width (the work
+    of a step grows with it): the widest first, each into the lightest group so far."""
+    groups: list[list[int]] = [[] for _ in range(max(1, min(parts, len(widths))))]
+    for i in sorted(range(len(widths)), key=lambda i: -widths[i]):
+        min(groups, key=lambda g: sum(widths[j] for j in g)).append(i)
+    return [sorted(g) for g in groups]
 
 
 def best_cell(cells: list[CellResult]) -> CellResult:
@@ -112,7 +139,8 @@ def refit(cell: CellResult, spec: GridSpec, data: DigitSet, seed: int = 0,
     """Train the cell's model on every row (GridSearchCV's ``refit=True``)."""
     labels = data.require_labels()
     torch.manual_seed(seed)
-    stack = MlpStack.from_models([[create_model("tutorial-mlp", hidden=cell.hidden)]], [cell.lr])
+    stack = MlpStack.from_models([[create_model("tutorial-mlp", hidden=cell.hidden)]], [cell.lr],
+                                 resolve_precision(spec.precision))
     stream = Stream(torch.arange(len(data)))
     histories = train_stack(stack, torch.from_numpy(data.images), torch.from_numpy(labels.astype(np.int64)),
                             [stream], [0], spec.epochs, spec.batch_size, seed, on_epoch)
