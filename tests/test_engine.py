@@ -200,8 +200,8 @@ def test_preset_with_flag_overrides(tmp_path, kaggle_dir, cli):
     result = cli("train", "--preset", "fast", "--data", kaggle_dir, "--batch-size", "128", "--out", run)
     assert result.code == 0, result.err
     config = json.loads((run / "config.json").read_text())["train"]
-    assert config["model"] == "fast-cnn" and config["batch_size"] == 128 and config["schedule"] == "onecycle"
-    assert config["optimizer_args"] == {"betas": [0.7, 0.9]}
+    assert config["model"] == "fast-cnn-s2" and config["batch_size"] == 128 and config["schedule"] == "onecycle"
+    assert config["optimizer_args"] == {"betas": [0.7, 0.9], "fused": True}
     assert math.isclose(config["lr"], 0.01)
 
 

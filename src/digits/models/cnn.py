@@ -90,9 +90,25 @@ def kaggle_cnn(dropout: float = 0.4) -> nn.Module:
 @register_model("fast-cnn", description="The 99%-in-one-epoch design: Conv24 5x5, Conv32 3x3, FC 256",
                 target="~99.0% after one epoch", mean=MNIST_MEAN, std=MNIST_STD)
 def fast_cnn(c1: int = 24, c2: int = 32, hidden: int = 256) -> nn.Module:
+    # Pooling before ReLU: the same function and gradients (max commutes with a monotone
+    # function), with ReLU and its backward on a quarter of the values.
     return nn.Sequential(
-        nn.Conv2d(1, c1, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),             # (c1, 12, 12)
-        nn.Conv2d(c1, c2, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),            # (c2, 5, 5)
+        nn.Conv2d(1, c1, 5), nn.MaxPool2d(2), nn.ReLU(inplace=True),             # (c1, 12, 12)
+        nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(inplace=True),            # (c2, 5, 5)
+        nn.Flatten(),
+        nn.Linear(c2 * 5 * 5, hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, 10),
+    )
+
+
+@register_model("fast-cnn-s2", description="fast-cnn with its first convolution at stride 2 in place of "
+                "convolution + 2x2 max-pool: a quarter of the first layer's work, no pooling there",
+                target="~99.2% after one epoch with label smoothing (the `fast` preset)",
+                mean=MNIST_MEAN, std=MNIST_STD)
+def fast_cnn_s2(c1: int = 24, c2: int = 32, hidden: int = 256) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 5, stride=2), nn.ReLU(inplace=True),                   # (c1, 12, 12)
+        nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(inplace=True),            # (c2, 5, 5)
         nn.Flatten(),
         nn.Linear(c2 * 5 * 5, hidden), nn.ReLU(inplace=True),
         nn.Linear(hidden, 10),
