@@ -221,3 +221,18 @@ def test_cuda_graphs_are_ignored_on_cpu(digits_800):
     plain = train_model(SMALL.replace(model="softmax", epochs=1), train, val)[1].rows[0]
     graphs = train_model(SMALL.replace(model="softmax", epochs=1, cuda_graphs=True), train, val)[1].rows[0]
     assert plain["loss"] == graphs["loss"]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_one_cycle_works_for_runs_of_a_few_steps(steps):
+    from digits.train.schedule import build_schedule
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    schedule = build_schedule("onecycle", optimizer, 1, steps, pct_start=0.2)
+    rates = []
+    for _ in range(steps):  # torch's OneCycleLR divided by zero here for 5 steps at pct_start 0.2
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if schedule is not None:
+            schedule.after_step()
+    assert all(0 <= rate <= 0.1 for rate in rates) and len(rates) == steps

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,9 +178,10 @@ class MlpStack:
                    active: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One RMSprop step of every model on its group's batch.
 
-        ``x`` (G, B, P) ``inputs`` (P = 784, fewer within ``only_pixels``), ``y`` (G, B) labels, ``weight`` (G, B): 1/n for the n real rows of a group's batch, 0 for padding.
-        Groups not in ``active`` (an empty batch) are left untouched. Returns the summed loss
-        and the number of correct predictions over the real rows, both (G, M).
+        ``x`` (G, B, P) ``inputs`` (P = 784, fewer within ``only_pixels``), ``y`` (G, B) labels,
+        ``weight`` (G, B): 1/n for the n real rows of a group's batch, 0 for padding. Groups
+        not in ``active`` (an empty batch) are left untouched. Returns the summed loss and the
+        number of correct predictions over the real rows, both (G, M).
         """
         g, b = y.shape
         m = len(self.widths)
@@ -333,7 +334,7 @@ def evaluate_stack(stack: MlpStack, flat: torch.Tensor, labels: torch.Tensor, st
                    group_stream: Sequence[int], chunk: int = 2048,
                    precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(mean cross-entropy, accuracy), each (G, M), on every group's validation rows; None if none.
-    ``flat`` (N, P) holds the pixels the stack's first layer reads; ``precision`` overrides the stack's."""
+    ``flat`` (N, P) uint8 holds the pixels the first layer reads; ``precision`` overrides the stack's."""
     if any(s.val is None or not len(s.val) for s in streams):
         return None
     g, m = stack.groups, len(stack.widths)

@@ -96,7 +96,8 @@ def run_grid(spec: GridSpec, data: DigitSet, seed: int = 0,
     models = [[create_model("tutorial-mlp", hidden=h) for h in spec.hidden] for _ in pairs]
     lrs, precision = [lr for _, lr in pairs], resolve_precision(spec.precision)
     parts = balanced_parts(spec.hidden, torch.get_num_threads())
-    stacks = [MlpStack.from_models([[row[i] for i in part] for row in models], lrs, precision) for part in parts]
+    stacks = [MlpStack.from_models([[row[i] for i in part] for row in models], lrs, precision)
+              for part in parts]
     images, targets = torch.from_numpy(data.images), torch.from_numpy(labels.astype(np.int64))
 
     def train(k: int) -> list[list[History]]:
