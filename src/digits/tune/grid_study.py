@@ -98,7 +98,8 @@ def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec:
     plot_learning_curves(history, run_dir / "curves.png", title=f"refit: {best.hidden} units, lr {best.lr:g}")
     save_model(run_dir, model, "tutorial-mlp", {"hidden": best.hidden})
     preset = write_preset(run_dir.parent / "best.toml", config,
-                          f"grid {spec.name}: best cell, CV accuracy {best.mean:.6f} ± {best.std:.4f}")
+                          f"grid {spec.name}: best cell, CV accuracy {best.mean:.6f} ± {best.std:.4f}",
+                          f"about {best.mean:.4f} on held-out rows ({spec.folds}-fold cross-validation)")
     score = None
     if test is not None:
         submission = write_submission(run_dir / "submission.csv", predict_labels(model, test.images))

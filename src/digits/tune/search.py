@@ -144,6 +144,9 @@ TALLIES = ("stdout", "stderr", "none")
 
 
 def _worker_main(settings: WorkerSettings, worker: int, tally: str = "stdout") -> None:
+    from digits.train.denormals import flush_denormals_from_now_on
+
+    flush_denormals_from_now_on()  # a fresh interpreter: before any tensor work, as the CLI does
     if tally != "stdout":
         # `digits tune --json` owns stdout: whatever a worker prints goes to stderr instead.
         os.dup2(2, 1)

@@ -116,7 +116,8 @@ def finish_search(study: Any, space: SearchSpace, folder: Path, console: Console
     config = TrainConfig.from_dict(best.user_attrs["config"]).replace(val_split=0.0)
     preset = write_preset(folder / "best.toml", config,
                           f"study {study.study_name} ({space.name}): trial #{best.number}, "
-                          f"validation accuracy {best.value:.4f} on the last {space.fixed['val_split']:g} of rows")
+                          f"validation accuracy {best.value:.4f} on the last {space.fixed['val_split']:g} of rows",
+                          f"about {best.value:.4f} on held-out rows (what trial #{best.number} reached)")
     console.print(f"best trial #{best.number}: {best.value:.4f}; as a preset: {preset}")
     console.print(f"train it on every row: digits train --preset {preset}")
     return files | {"best_preset": preset}
