@@ -13,3 +13,5 @@ timeout 60 python3 $t2 --preset fast --seeds 10 --data data --set batch_size=512
 timeout 60 python3 $t2 --preset fast --seeds 1 --data data --profile > "$OUT/fast-profile-graphs.log" 2>&1
 timeout 60 python3 $t2 --preset fast --seeds 1 --data data --eager --profile > "$OUT/fast-profile-eager.log" 2>&1
 grep -h RESULT "$OUT"/fast-profile-*.log
+# At most 8 files come back from the device: everything but fast.log (start.sh reads it) in one archive.
+(cd "$OUT" && tar czf fast-extra.tar.gz fast-*.log fast-*.json && rm -f fast-*.log fast-*.json)

@@ -4,6 +4,7 @@
 #   start.sh data    writes data/mnist-standard.npz (then run fast.sh, alone on the GPU, for timings)
 #   start.sh launch  starts gpu-best in the background (setsid): the Kaggle split first, alone on
 #                    the GPU so that its wall time is clean, then the standard split; wait.sh collects.
+#                    GPU_BEST_ARGS adds accuracy.py flags to both, e.g. GPU_BEST_ARGS="--epochs 45".
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 DIGITS_CACHE=/tmp/digits-cache DIGITS_MNIST_MIRRORS=
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT" data
@@ -27,8 +28,9 @@ export OMP_NUM_THREADS=2
 # The standard split (60,000 rows, the ensemble target of 99.80%) with 8 members, to fit the session.
 run_split() {
   python3 benchmarks/accuracy.py --preset gpu-best --seeds 1 --split "$1" ${2:+--members $2} --set cuda_graphs=$graphs \
+    ${GPU_BEST_ARGS:-} \
     --mnist .device/mnist.npz --runs /tmp/runs-$1 --json /tmp/gpu-best-$1.json > /tmp/gpu-best-$1.log 2>&1
 }
-export -f run_split; export graphs
+export -f run_split; export graphs GPU_BEST_ARGS
 setsid nohup bash -c 'run_split kaggle; run_split standard 8' > /dev/null 2>&1 < /dev/null &
 echo "gpu-best started: $(date +%T)"

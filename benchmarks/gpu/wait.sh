@@ -4,7 +4,9 @@
 set -u
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 limit=${1:-500}; start=$SECONDS
-collect() { for split in kaggle standard; do cp /tmp/gpu-best-$split.log /tmp/gpu-best-$split.json "$OUT/" 2>/dev/null; done; }
+# One archive of logs and results (at most 8 files come back from the device).
+collect() { (cd /tmp && tar czf "$OUT/gpu-best.tar.gz.part" $(ls gpu-best-*.log gpu-best-*.json 2>/dev/null) \
+             && mv "$OUT/gpu-best.tar.gz.part" "$OUT/gpu-best.tar.gz") 2>/dev/null; }
 while (( SECONDS - start < limit )); do
   [[ -f /tmp/gpu-best-kaggle.json && -f /tmp/gpu-best-standard.json ]] && break
   sleep 5; collect
