@@ -61,3 +61,11 @@ def test_grid_command_prints_the_table_and_writes_results_histories_refit_and_su
     storage = f"sqlite:///{out / 'study.db'}"
     study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
     assert len(study.trials) == 4 and abs(study.best_value - max(float(r["mean_test_score"]) for r in rows)) < 1e-6
+
+
+def test_the_grid_widths_are_shared_out_between_cores_by_total_width() -> None:
+    from digits.tune.grid import balanced_parts
+
+    assert balanced_parts((32, 64, 128, 256, 512), 2) == [[4], [0, 1, 2, 3]]  # 512 | 480 units
+    assert balanced_parts((32, 64, 128, 256, 512), 1) == [[0, 1, 2, 3, 4]]
+    assert balanced_parts((8,), 4) == [[0]]
