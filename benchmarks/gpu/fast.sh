@@ -14,6 +14,8 @@ timeout 60 python3 $t2 --preset fast --seeds 10 --data data "${b512[@]}" \
   --json "$OUT/fast-graphs-b512.json" 2>&1 | tee "$OUT/fast-b512.log" | tail -2
 timeout 60 python3 $t2 --preset fast --seeds 10 --data data "${b512[@]}" "${fp32[@]}" \
   --json "$OUT/fast-graphs-b512-fp32.json" 2>&1 | tee "$OUT/fast-b512-fp32.log" | tail -2
+timeout 150 python3 $t2 --preset fast --seeds 10 --data data --set compile=true \
+  --json "$OUT/fast-graphs-compile.json" 2>&1 | tee "$OUT/fast-compile.log" | tail -2
 timeout 60 python3 $t2 --preset fast --seeds 1 --data data --profile > "$OUT/fast-profile-graphs.log" 2>&1
 grep -h RESULT "$OUT"/fast-profile-*.log
 # At most 8 files come back from the device: everything but fast.log (start.sh reads it) in one archive.

@@ -152,7 +152,7 @@ class GraphedTrainer:
         """Load fresh weights in place and zero the optimizer state: a new run, same graph."""
         with torch.no_grad():
             for name, tensor in self.model.state_dict().items():
-                tensor.copy_(weights[name])
+                tensor.copy_(weights[name.removeprefix("_orig_mod.")])  # torch.compile's wrapper
             for state in self.optimizer.state.values():
                 for value in state.values():
                     if torch.is_tensor(value):
