@@ -42,17 +42,8 @@ def png_bytes(fig: plt.Figure) -> bytes:
 def plot_digit_grid(images: np.ndarray, labels: np.ndarray | None, path: str | os.PathLike[str],
                     columns: int = 10, title: str | None = None) -> Path:
     """Save a grid of digits with their labels above them as a PNG."""
-    rows = int(np.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 1.05), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(images):
-            ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
-            if labels is not None:
-                ax.set_title(str(int(labels[i])), fontsize=10)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    captions = [str(int(label)) for label in labels] if labels is not None else [""] * len(images)
+    return _save(gallery_figure(images, captions, columns=columns, title=title), path)
 
 
 def plot_learning_curves(history: History, path: str | os.PathLike[str], title: str | None = None) -> Path:

@@ -282,7 +282,7 @@ def train_stack(stack: MlpStack, images: torch.Tensor, labels: torch.Tensor, str
 def _train_stack(stack: MlpStack, flat: torch.Tensor, labels: torch.Tensor, streams: Sequence[Stream],
                  group_stream: Sequence[int], epochs: int, batch_size: int, seed: int,
                  on_epoch: EpochHook | None) -> list[list[History]]:
-    pixels = stack.inputs(flat)  # converted once, not per batch
+    inputs = stack.inputs(flat)  # converted once, not per batch
     group_stream_t = torch.as_tensor(list(group_stream))
     gens = [torch.Generator().manual_seed(seed * 1000 + s) for s in range(len(streams))]
     steps = max(math.ceil(len(s.train) / batch_size) for s in streams)
@@ -294,7 +294,7 @@ def _train_stack(stack: MlpStack, flat: torch.Tensor, labels: torch.Tensor, stre
         correct = torch.zeros_like(loss_sum)
         for step in range(steps):
             idx, weight, active = _batch(orders, step, batch_size, group_stream)
-            x = pixels[idx][group_stream_t]  # (G, B, P)
+            x = inputs[idx][group_stream_t]  # (G, B, P)
             y = labels[idx][group_stream_t]
             ls, cs = stack.train_step(x, y, weight[group_stream_t], active)
             loss_sum += ls
