@@ -103,7 +103,8 @@ def test_a_killed_workers_trial_is_marked_failed_and_retried_with_the_same_param
             trials = optuna.load_study(study_name="crash", storage=storage).get_trials()
         except KeyError:
             continue  # the study is not created yet
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        # Running with its parameters drawn: a trial is created a moment before they are stored.
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.params]
     assert running, "no trial started"
     os.killpg(victim.pid, signal.SIGKILL)  # a crash: no chance to clean up
     victim.wait()
