@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.preset:
         preset = load_preset(name)
+        base = preset.config_for(resolve_device(preset.config.device))
         for split in splits:
             if split == "kaggle" and isinstance(data, dict):
                 train, test_images, test_labels = data["train"], data["test"], None
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.limit:
                 train = train.subset(slice(0, args.limit))
             for seed in range(args.seeds):
-                config = preset.config.replace(seed=preset.config.seed + 100 * seed, epochs=args.epochs)
+                config = base.replace(seed=base.seed + 100 * seed, epochs=args.epochs)
                 config = config.replace(**{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.set)})
                 spec = EnsembleSpec(config, args.members or preset.members, preset.bagging, preset.tta,
                                     args.workers or preset.workers)

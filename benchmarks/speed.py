@@ -6,8 +6,8 @@ Groups (``--only``, default all):
            tutorial as written (in its own venv: ``--keras-python``), a plain PyTorch
            DataLoader loop, and digits' own general fit loop. Baseline: Keras.
   cnn      one epoch on MNIST's standard 60,000 / 10,000 split: the published
-           99%-in-one-epoch recipe in plain PyTorch, and digits' ``fast`` preset once
-           ``digits.presets`` exists (the hook is marked below). Baseline: the recipe.
+           99%-in-one-epoch recipe in plain PyTorch, and digits' ``fast`` preset.
+           Baseline: the recipe.
   predict  ``digits predict`` on the 28,000 test rows as a whole process, the model alone
            on the same rows, and single-image latency.
 
@@ -255,16 +255,12 @@ def recipe_peer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Te
     return run
 
 
-# >>> hook: the CNN `fast` preset ---------------------------------------------------------
-# digits.presets (another branch) provides load_preset("fast") -> Preset with .config, a
-# TrainConfig for fast-cnn, Adam, one-cycle, batch 256, one epoch. Until it is merged this
-# returns None and the table says the preset was skipped.
-def fast_preset(train: DigitSet, test: DigitSet, device: str) -> Callable[[int], Measurement] | None:
-    try:
-        from digits.presets import load_preset
-    except ImportError:
-        return None
-    config = load_preset("fast").config.replace(device=device)
+def fast_preset(train: DigitSet, test: DigitSet, device: str) -> Callable[[int], Measurement]:
+    """The ``fast`` preset as ``digits train --preset fast`` trains it on ``device``."""
+    from digits.presets import load_preset
+    from digits.train.device import resolve_device
+
+    config = load_preset("fast").config_for(resolve_device(device)).replace(device=device)
 
     def run(seed: int) -> Measurement:
         started, cpu = time.perf_counter(), time.process_time()
@@ -274,7 +270,6 @@ def fast_preset(train: DigitSet, test: DigitSet, device: str) -> Callable[[int],
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         return Measurement(seconds, float(np.mean(predict_labels(model, test.images) == test.labels)), cpu)
     return run
-# <<< hook ----------------------------------------------------------------------------------
 
 
 def bench_cnn(data_dir: Path, args: argparse.Namespace) -> str:
@@ -285,12 +280,7 @@ def bench_cnn(data_dir: Path, args: argparse.Namespace) -> str:
     y, yt = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
     contenders = [Contender("published recipe, plain PyTorch (peers/recipe99.py)", recipe_peer(x, y, xt, yt))]
     notes = ["timed: training wall time after one untimed warm-up run each; data in memory"]
-    preset = fast_preset(train, test, args.device)
-    if preset is None:
-        notes.append("digits `fast` preset skipped: digits.presets is not in this checkout yet")
-        print(f"note: {notes[-1]}")
-    else:
-        contenders.append(Contender("digits preset `fast` (fit)", preset))
+    contenders.append(Contender("digits preset `fast` (fit)", fast_preset(train, test, args.device)))
     interleave(contenders, args.repeats, warmup=True)
     text = table("One epoch, 60,000 standard-split rows (test: 10,000 rows)", contenders, contenders[0].name)
     return text + "".join(f"\n- {n}" for n in notes) + "\n"

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
-    config = load_preset(args.preset).config.replace(device=str(device))
+    config = load_preset(args.preset).config_for(device).replace(device=str(device))
     config = config.replace(**{k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)})
     x_tr, y_tr, x_te, y_te = load_standard_split(args.data)
     train = DigitSet(x_tr, y_tr.astype(np.int64), "mnist-standard train")

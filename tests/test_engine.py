@@ -148,6 +148,29 @@ def test_unknown_preset_lists_the_known_ones():
         load_preset("turbo")
 
 
+def test_a_preset_can_change_settings_on_one_kind_of_device(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[train]\nmodel = "fast-cnn"\nprecision = "bf16"\nchannels_last = true\n\n'
+                    '[cuda]\nprecision = "fp32"\nchannels_last = false\n')
+    preset = load_preset(path)
+    assert preset.config_for("cpu") == preset.config  # no [cpu] table: as written
+    on_gpu = preset.config_for(torch.device("cuda", 1))
+    assert (on_gpu.precision, on_gpu.channels_last, on_gpu.model) == ("fp32", False, "fast-cnn")
+    assert load_preset("fast").config_for("cuda").precision == "fp32"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[cuda]\nbatch = 3\n', r"preset .*p.toml: \[cuda\]: unknown training setting\(s\): batch"),
+    ('[cuda]\nprecision = "fp8"\n', r"\[cuda\]: precision must be fp32 or bf16"),
+    ('cuda = 3\n', r"\[cuda\] must be a table"),
+    ('[gpu]\nprecision = "fp32"\n', r"unknown key\(s\) gpu; known: .*\[cuda\]"),
+])
+def test_a_bad_device_table_is_refused_when_the_preset_loads(tmp_path, text, message):
+    (tmp_path / "p.toml").write_text(text)
+    with pytest.raises(DigitsError, match=message):
+        load_preset(tmp_path / "p.toml")
+
+
 def test_gpu_best_runs_on_cpu_for_a_few_batches(tmp_path, digits_800):
     preset = load_preset("gpu-best")
     assert preset.members == 15 and preset.config.model == "kaggle-cnn"
@@ -203,6 +226,17 @@ def test_preset_with_flag_overrides(tmp_path, kaggle_dir, cli):
     assert config["model"] == "fast-cnn-s2" and config["batch_size"] == 128 and config["schedule"] == "onecycle"
     assert config["optimizer_args"] == {"betas": [0.7, 0.9], "fused": True}
     assert math.isclose(config["lr"], 0.01)
+
+
+def test_train_uses_the_presets_table_for_its_device_and_flags_still_win(tmp_path, kaggle_dir, cli):
+    (tmp_path / "p.toml").write_text('[train]\nmodel = "softmax"\nepochs = 3\nlr = 0.5\n\n'
+                                     '[cpu]\nepochs = 1\nlr = 0.01\n\n[cuda]\nepochs = 7\n')
+    run = tmp_path / "run"
+    result = cli("train", "--preset", tmp_path / "p.toml", "--data", kaggle_dir, "--device", "cpu",
+                 "--lr", "0.02", "--out", run)
+    assert result.code == 0, result.err
+    config = json.loads((run / "config.json").read_text())["train"]
+    assert (config["epochs"], config["lr"]) == (1, 0.02)
 
 
 def test_cuda_graph_schedule_table_matches_the_eager_schedule():

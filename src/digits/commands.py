@@ -100,7 +100,9 @@ def _training_spec(args: argparse.Namespace):
     from digits.train.ensemble import EnsembleSpec
 
     preset = load_preset(args.preset) if args.preset else None
-    base = preset.config if preset else TrainConfig()
+    # The preset's settings for the device it will run on (its [cuda] table on a GPU, say);
+    # flags given on the command line still win.
+    base = preset.config_for(resolve_device(args.device or preset.config.device)) if preset else TrainConfig()
     model_args = dict(base.model_args) if args.model in (None, base.model) else {}
     model_args.update(dict(args.model_arg))
     augment = dict(base.augment) | dict(args.augment)
