@@ -2,9 +2,9 @@
 # GPU session, part 1 (run from the repository root on the GPU machine, with .device/mnist.npz
 # carried: the 70,000 MNIST digits as an .npz, e.g. ~/.cache/digits/mnist/mnist-70k.npz compressed).
 #   start.sh data    writes data/mnist-standard.npz (then run fast.sh, alone on the GPU, for timings)
-#   start.sh launch  starts gpu-best in the background (setsid): the Kaggle split first, alone on
-#                    the GPU so that its wall time is clean, then the standard split; wait.sh collects.
-#                    GPU_BEST_ARGS adds accuracy.py flags to both, e.g. GPU_BEST_ARGS="--epochs 45".
+#   start.sh launch  starts the accuracy runs in the background (setsid), one after another: GPU_RUNS
+#                    (below) lists them; wait.sh collects. GPU_BEST_ARGS adds accuracy.py flags to
+#                    every run, e.g. GPU_BEST_ARGS="--epochs 45".
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 DIGITS_CACHE=/tmp/digits-cache DIGITS_MNIST_MIRRORS=
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT" data
@@ -20,17 +20,22 @@ print("standard split ready:", x_tr.shape, x_te.shape)
 PY
 exit 0
 fi
-# CUDA graphs for gpu-best only if they worked for `fast` (fast.sh) in this session.
+# CUDA graphs only if they worked for `fast` (fast.sh) in this session.
 graphs=false
 grep -q "RESULT fast (graphs)" "$OUT/fast.log" 2>/dev/null && graphs=true
-echo "gpu-best with cuda_graphs=$graphs"
+# What to train, in order: PRESET:SPLIT[:MEMBERS]. By default gpu-best on the Kaggle split (alone on
+# the GPU, so that its wall time is clean), then the record notebook's recipe (kaggle-record) on the
+# same split, side by side, then gpu-best on the standard split with 8 members to fit the session.
+GPU_RUNS=${GPU_RUNS:-"gpu-best:kaggle kaggle-record:kaggle gpu-best:standard:8"}
+echo "runs: $GPU_RUNS (cuda_graphs=$graphs)"
 export OMP_NUM_THREADS=2
-# The standard split (60,000 rows, the ensemble target of 99.80%) with 8 members, to fit the session.
-run_split() {
-  python3 benchmarks/accuracy.py --preset gpu-best --seeds 1 --split "$1" ${2:+--members $2} --set cuda_graphs=$graphs \
-    ${GPU_BEST_ARGS:-} \
-    --mnist .device/mnist.npz --runs /tmp/runs-$1 --json /tmp/gpu-best-$1.json > /tmp/gpu-best-$1.log 2>&1
+run_one() {  # run_one PRESET SPLIT [MEMBERS]
+  python3 benchmarks/accuracy.py --preset "$1" --seeds 1 --split "$2" ${3:+--members $3} --set cuda_graphs=$graphs \
+    ${GPU_BEST_ARGS:-} --mnist .device/mnist.npz --runs "/tmp/runs-$1-$2" \
+    --json "/tmp/acc-$1-$2.json" > "/tmp/acc-$1-$2.log" 2>&1
 }
-export -f run_split; export graphs GPU_BEST_ARGS
-setsid nohup bash -c 'run_split kaggle; run_split standard 8' > /dev/null 2>&1 < /dev/null &
-echo "gpu-best started: $(date +%T)"
+export -f run_one; export graphs GPU_BEST_ARGS GPU_RUNS
+rm -f /tmp/acc-done
+setsid nohup bash -c 'for r in $GPU_RUNS; do IFS=: read -r p s m <<< "$r"; run_one "$p" "$s" "$m"; done
+                      touch /tmp/acc-done' > /dev/null 2>&1 < /dev/null &
+echo "accuracy runs started: $(date +%T)"
