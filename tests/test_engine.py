@@ -239,17 +239,6 @@ def test_train_uses_the_presets_table_for_its_device_and_flags_still_win(tmp_pat
     assert (config["epochs"], config["lr"]) == (1, 0.02)
 
 
-def test_cuda_graph_schedule_table_matches_the_eager_schedule():
-    from digits.train.graphed import schedule_table
-
-    config = SMALL.replace(epochs=3, schedule="exponential", schedule_args={"gamma": 0.5})
-    assert schedule_table(config, 2) == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
-    onecycle = schedule_table(SMALL.replace(epochs=1, schedule="onecycle"), 100)
-    assert max(onecycle) == pytest.approx(1e-3) and onecycle[-1] < 1e-6 and onecycle[0] < 1e-4
-    with pytest.raises(DigitsError, match="plateau depends on validation"):
-        schedule_table(SMALL.replace(schedule="plateau"), 10)
-
-
 def test_cuda_graphs_are_ignored_on_cpu(digits_800):
     train, val = digits_800.split_last(0.25)
     plain = train_model(SMALL.replace(model="softmax", epochs=1), train, val)[1].rows[0]

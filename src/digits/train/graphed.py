@@ -3,7 +3,11 @@
 A small CNN at batch 256 leaves an H100 idle most of the time: the CPU cannot launch
 ~150 kernels per step fast enough. Here a block of steps (forward, loss, backward, Adam
 or SGD, accuracy counters, the learning rate of each step) is captured into one CUDA graph;
-an epoch is a handful of replays. The arithmetic is that of the ordinary loop with two
+an epoch is a handful of replays. Before each replay a few copies stage the block's rows
+and learning rates into fixed buffers, so the graph itself does no index arithmetic, and
+gradients are set to None after each step, so the backward writes them instead of adding
+to zeros: both cut kernels per step, which is what a graphed small network's time is made
+of. The arithmetic is that of the ordinary loop with two
 differences, both documented: the last partial batch of an epoch is dropped (a graph has
 fixed shapes), and the learning rate comes from a per-step table computed up front (so
 ``plateau`` is not available). The steps left over after the last whole block have a graph
@@ -30,49 +34,70 @@ from digits.train.schedule import build_schedule
 GRAPH_STEPS = 16  # optimizer steps recorded per graph; an epoch replays it steps // 16 times
 
 
-def schedule_table(config: TrainConfig, steps_per_epoch: int) -> list[float]:
-    """The learning rate of every step of the run, as the eager loop's scheduler would set it."""
+def cycles_momentum(config: TrainConfig) -> bool:
+    """Whether the schedule moves the momentum (Adam's beta1) too: one-cycle does by default."""
+    return config.schedule == "onecycle" and bool(config.schedule_args.get("cycle_momentum", True))
+
+
+def schedule_tables(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float] | None]:
+    """The learning rate of every step of the run, as the eager loop's scheduler would set it,
+    and the momentum (beta1) of every step when the schedule cycles it (else None)."""
     if config.schedule == "plateau":
         raise DigitsError("CUDA graphs need a schedule known in advance; plateau depends on validation")
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
     schedule = build_schedule(config.schedule, probe, config.epochs, steps_per_epoch, **config.schedule_args)
-    lrs = []
+    moves = cycles_momentum(config) and schedule is not None
+    lrs, momenta = [], []
     for _ in range(config.epochs):
         for _ in range(steps_per_epoch):
             lrs.append(probe.param_groups[0]["lr"])
+            momenta.append(probe.param_groups[0]["momentum"])
             probe.step()
             if schedule is not None:
                 schedule.after_step()
         if schedule is not None:
             schedule.after_epoch(0.0)
-    return lrs
+    return lrs, (momenta if moves else None)
 
 
 class GraphedTrainer:
-    """Trains ``model`` on ``data`` with captured CUDA graphs. ``reset(seed)`` starts over in place."""
+    """Trains ``model`` on ``data`` with captured CUDA graphs. ``reset(weights)`` starts over in place.
 
-    def __init__(self, model: nn.Module, data: TensorSet, config: TrainConfig) -> None:
-        if data.x.device.type != "cuda":
+    ``capture=False`` runs the very same steps eagerly instead of replaying graphs, on any
+    device: that is how the tests check the graphed arithmetic on a machine without a GPU.
+    """
+
+    def __init__(self, model: nn.Module, data: TensorSet, config: TrainConfig, capture: bool = True) -> None:
+        if capture and data.x.device.type != "cuda":
             raise DigitsError("CUDA graphs need a CUDA device")
         if config.optimizer not in ("adam", "adamw", "sgd"):
             raise DigitsError(f"CUDA graphs support adam, adamw and sgd, not {config.optimizer}")
-        self.model, self.data, self.config = model, data, config
+        self.model, self.data, self.config, self.capture = model, data, config, capture
         device = data.x.device
-        # cuDNN must choose its kernels by timing them in the warm-up steps: a graph keeps the
-        # kernel chosen at capture, and the untimed default was 4x slower for fast-cnn's conv.
-        torch.backends.cudnn.benchmark = True
+        if capture:
+            # cuDNN must choose its kernels by timing them in the warm-up steps: a graph keeps the
+            # kernel chosen at capture, and the untimed default was 4x slower for fast-cnn's conv.
+            torch.backends.cudnn.benchmark = True
         self.batch = config.batch_size
         self.steps = len(data) // self.batch                                  # full batches only
         if self.steps < 1:
             raise DigitsError(f"CUDA graphs need at least one full batch of {self.batch} rows")
         self.block = min(GRAPH_STEPS, self.steps)
-        lrs = schedule_table(config, self.steps)
-        self.lrs = torch.tensor(lrs + [lrs[-1]] * self.block, device=device)  # padded for the last block
+        lrs, momenta = schedule_tables(config, self.steps)
+        self.lrs = torch.tensor(lrs, device=device)
         self.lr = torch.tensor(config.lr, device=device)
-        self.step_index = torch.zeros((), dtype=torch.long, device=device)
-        self.x = torch.empty((self.steps * self.batch, 28, 28), dtype=torch.uint8, device=device)
-        self.y = torch.empty(self.steps * self.batch, dtype=torch.long, device=device)
-        self.offset = torch.zeros((), dtype=torch.long, device=device)        # first row of this block
+        # One-cycle's momentum cycling, when on: beta1 is a device tensor set every step, as lr is.
+        self.momenta = torch.tensor(momenta, device=device) if momenta else None
+        self.beta1 = torch.tensor(momenta[0] if momenta else 0.0, device=device)
+        self.block_beta1 = torch.zeros(self.block, device=device)
+        self.step = 0  # optimizer steps taken: where in the schedule the next block starts
+        # One block's inputs, staged by a few copies before each replay, and its per-step results.
+        # Step i of a graph reads slot i: fixed addresses, so no index arithmetic in the graph.
+        self.block_x = torch.zeros((self.block, self.batch, 28, 28), dtype=torch.uint8, device=device)
+        self.block_y = torch.zeros((self.block, self.batch), dtype=torch.long, device=device)
+        self.block_lr = torch.zeros(self.block, device=device)
+        self.block_loss = torch.zeros(self.block, device=device)
+        self.block_hits = torch.zeros((self.block, self.batch), dtype=torch.bool, device=device)
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.optimizer = self._make_optimizer()
@@ -84,37 +109,49 @@ class GraphedTrainer:
         args = dict(self.config.optimizer_args)
         wd = self.config.weight_decay
         if self.config.optimizer == "sgd":
+            if self.momenta is not None:
+                raise DigitsError("CUDA graphs cannot cycle SGD's momentum; set schedule_args "
+                                  "cycle_momentum = false, or train without cuda_graphs")
             return torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=args.pop("momentum", 0.9),
                                    weight_decay=wd, **args)
         cls = torch.optim.Adam if self.config.optimizer == "adam" else torch.optim.AdamW
-        # fused: one kernel for the whole update (it is graph-safe and reads lr from the device).
-        args.setdefault("fused", True)
-        return cls(self.model.parameters(), lr=self.lr, betas=tuple(args.pop("betas", (0.9, 0.999))),
-                   eps=args.pop("eps", 1e-7), weight_decay=wd, capturable=True, **args)
+        betas = tuple(args.pop("betas", (0.9, 0.999)))
+        if self.momenta is None:
+            # fused: one kernel for the whole update (graph-safe; it reads lr from the device).
+            args.setdefault("fused", True)
+        else:
+            # The fused kernel takes beta1 as a host number, which a graph would freeze at its
+            # captured value; the capturable multi-tensor update reads it from the device.
+            betas = (self.beta1, torch.tensor(float(betas[1]), device=self.beta1.device))
+            args.update(fused=False, foreach=self.capture)
+        return cls(self.model.parameters(), lr=self.lr, betas=betas, eps=args.pop("eps", 1e-7),
+                   weight_decay=wd, capturable=self.capture, **args)
 
     def _one_step(self, i: int) -> None:
-        # Rows [offset + i*B, offset + (i+1)*B) of this epoch's shuffled copy; offset lives on the GPU.
-        rows = self.offset + i * self.batch + torch.arange(self.batch, device=self.x.device)
-        x, y = self.x[rows], self.y[rows]
+        x, y = self.block_x[i], self.block_y[i]
         if self.config.augment:  # random draws inside a graph use CUDA's graph-safe generator
             x = random_affine(x, **self.config.augment)
-        # index_select, not lrs[t]: indexing with a 0-d tensor reads it on the host and breaks capture.
-        self.lr.copy_(self.lrs.index_select(0, (self.step_index + i).view(1)).view(()))
+        self.lr.copy_(self.block_lr[i])
+        if self.momenta is not None:
+            self.beta1.copy_(self.block_beta1[i])
         with autocast(x.device, self.config.precision):
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         loss.backward()
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=False)
-        self.loss_sum += loss.detach() * self.batch
-        self.correct += (logits.detach().argmax(1) == y).sum()
+        # None, not zeros: the next backward then writes each gradient in place of accumulating
+        # into zeroed buffers, one kernel fewer per parameter plus the zeroing (the pattern of
+        # PyTorch's whole-network capture example).
+        self.optimizer.zero_grad(set_to_none=True)
+        self.block_loss[i].copy_(loss.detach())
+        torch.eq(logits.detach().argmax(1), y, out=self.block_hits[i])
 
-    def _capture(self, steps: int) -> torch.cuda.CUDAGraph:
+    def _capture(self, steps: int) -> torch.cuda.CUDAGraph | _EagerSteps:
         """Record ``steps`` optimizer steps; the warm-up steps before it leave no trace."""
+        if not self.capture:
+            return _EagerSteps(self._one_step, steps)
         saved = self._snapshot()
         self.model.train()
-        self.x.zero_()
-        self.y.zero_()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up: cuDNN picks its kernels, Adam allocates its state
@@ -144,9 +181,6 @@ class GraphedTrainer:
                 tensor.copy_(value)
             for tensor in current[len(saved):]:  # optimizer state created during warm-up
                 tensor.zero_()
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad.zero_()
 
     def reset(self, weights: dict[str, torch.Tensor]) -> None:
         """Load fresh weights in place and zero the optimizer state: a new run, same graph."""
@@ -157,28 +191,37 @@ class GraphedTrainer:
                 for value in state.values():
                     if torch.is_tensor(value):
                         value.zero_()
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad.zero_()
-        self.step_index.zero_()
+        self.step = 0
 
     def run_epoch(self, generator: torch.Generator) -> tuple[float, float, float]:
         """One epoch in a new shuffled order; returns (mean loss, accuracy, last learning rate)."""
         self.model.train()
         order = torch.randperm(len(self.data), generator=generator)[: self.steps * self.batch]
-        order = order.to(self.x.device)
-        self.x.copy_(self.data.x[order])
-        self.y.copy_(self.data.y[order])
+        order = order.to(self.data.x.device)
         self.loss_sum.zero_()
         self.correct.zero_()
-        self.offset.zero_()
         for start in range(0, self.steps, self.block):
-            last = start + self.block > self.steps  # the tail: fewer steps than a block
-            (self.tail_graph if last else self.graph).replay()
-            done = self.steps - start if last else self.block
-            self.offset += done * self.batch
-            self.step_index += done
-        seen = self.steps * self.batch
-        last_lr = float(self.lrs[int(self.step_index) - 1])
-        return self.loss_sum.item() / seen, self.correct.item() / seen, last_lr
+            n = min(self.block, self.steps - start)  # the tail: fewer steps than a block
+            rows = order[start * self.batch:(start + n) * self.batch]
+            torch.index_select(self.data.x, 0, rows, out=self.block_x[:n].view(-1, 28, 28))
+            torch.index_select(self.data.y, 0, rows, out=self.block_y[:n].view(-1))
+            self.block_lr[:n].copy_(self.lrs[self.step:self.step + n])
+            if self.momenta is not None:
+                self.block_beta1[:n].copy_(self.momenta[self.step:self.step + n])
+            (self.graph if n == self.block else self.tail_graph).replay()
+            self.loss_sum += self.block_loss[:n].sum()
+            self.correct += self.block_hits[:n].sum()
+            self.step += n
+        last_lr = float(self.lrs[self.step - 1])
+        return self.loss_sum.item() / self.steps, self.correct.item() / (self.steps * self.batch), last_lr
 
+
+class _EagerSteps:
+    """Stands in for a captured graph when ``capture=False``: replay runs the steps in Python."""
+
+    def __init__(self, one_step, steps: int) -> None:
+        self.one_step, self.steps = one_step, steps
+
+    def replay(self) -> None:
+        for i in range(self.steps):
+            self.one_step(i)
