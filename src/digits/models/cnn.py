@@ -105,10 +105,10 @@ def fast_cnn(c1: int = 24, c2: int = 32, hidden: int = 256) -> nn.Module:
                 "convolution + 2x2 max-pool: a quarter of the first layer's work, no pooling there",
                 target="~99.2% after one epoch with label smoothing (the `fast` preset)",
                 mean=MNIST_MEAN, std=MNIST_STD)
-def fast_cnn_s2(c1: int = 24, c2: int = 32, hidden: int = 256) -> nn.Module:
+def fast_cnn_s2(c1: int = 24, c2: int = 32, hidden: int = 256, conv_bias: bool = True) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, c1, 5, stride=2), nn.ReLU(inplace=True),                   # (c1, 12, 12)
-        nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(inplace=True),            # (c2, 5, 5)
+        nn.Conv2d(1, c1, 5, stride=2, bias=conv_bias), nn.ReLU(inplace=True),     # (c1, 12, 12)
+        nn.Conv2d(c1, c2, 3, bias=conv_bias), nn.MaxPool2d(2), nn.ReLU(inplace=True),  # (c2, 5, 5)
         nn.Flatten(),
         nn.Linear(c2 * 5 * 5, hidden), nn.ReLU(inplace=True),
         nn.Linear(hidden, 10),
