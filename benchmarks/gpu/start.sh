@@ -23,19 +23,22 @@ fi
 # CUDA graphs only if they worked for `fast` (fast.sh) in this session.
 graphs=false
 grep -q "RESULT fast (graphs)" "$OUT/fast.log" 2>/dev/null && graphs=true
-# What to train, in order: PRESET:SPLIT[:MEMBERS]. By default gpu-best on the Kaggle split (alone on
-# the GPU, so that its wall time is clean), then the record notebook's recipe (kaggle-record) on the
-# same split, side by side, then gpu-best on the standard split with 8 members to fit the session.
+# What to train: PRESET:SPLIT[:MEMBERS] items run one after another; items joined by "+" share the
+# GPU at once. By default gpu-best on the Kaggle split alone (its wall time clean), then the record
+# notebook's recipe (kaggle-record) on the same split, then gpu-best on the standard split with 8
+# members. GPU_RUNS="gpu-best:kaggle+kaggle-record:kaggle" puts the two side by side in less time.
 GPU_RUNS=${GPU_RUNS:-"gpu-best:kaggle kaggle-record:kaggle gpu-best:standard:8"}
 echo "runs: $GPU_RUNS (cuda_graphs=$graphs)"
 export OMP_NUM_THREADS=2
-run_one() {  # run_one PRESET SPLIT [MEMBERS]
-  python3 benchmarks/accuracy.py --preset "$1" --seeds 1 --split "$2" ${3:+--members $3} --set cuda_graphs=$graphs \
-    ${GPU_BEST_ARGS:-} --mnist .device/mnist.npz --runs "/tmp/runs-$1-$2" \
-    --json "/tmp/acc-$1-$2.json" > "/tmp/acc-$1-$2.log" 2>&1
+run_one() {  # run_one PRESET:SPLIT[:MEMBERS]
+  local preset split members; IFS=: read -r preset split members <<< "$1"
+  python3 benchmarks/accuracy.py --preset "$preset" --seeds 1 --split "$split" ${members:+--members $members} \
+    --set cuda_graphs=$graphs ${GPU_BEST_ARGS:-} --mnist .device/mnist.npz --runs "/tmp/runs-$preset-$split" \
+    --json "/tmp/acc-$preset-$split.json" > "/tmp/acc-$preset-$split.log" 2>&1
 }
 export -f run_one; export graphs GPU_BEST_ARGS GPU_RUNS
 rm -f /tmp/acc-done
-setsid nohup bash -c 'for r in $GPU_RUNS; do IFS=: read -r p s m <<< "$r"; run_one "$p" "$s" "$m"; done
-                      touch /tmp/acc-done' > /dev/null 2>&1 < /dev/null &
+setsid nohup bash -c 'for group in $GPU_RUNS; do
+                        for item in ${group//+/ }; do run_one "$item" & done; wait
+                      done; touch /tmp/acc-done' > /dev/null 2>&1 < /dev/null &
 echo "accuracy runs started: $(date +%T)"
