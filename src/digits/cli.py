@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from digits import __version__
 from digits.errors import DigitsError
+from digits.helpformat import HelpFormatter
 from digits.output import add_output_flags, output_mode
 from digits.serve import commands as serve_commands
 
@@ -62,7 +63,9 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, one sub-parser per command."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    from digits.presets import list_presets
+
+    fmt = HelpFormatter
     parser = _Parser(prog="digits", description="Recognise handwritten digits: from Kaggle's CSV "
                      "files to a scored submission.", formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"digits {__version__}")
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", formatter_class=fmt,
                            help="train one model (or an ensemble) into a run directory; flags override the preset")
-    train.add_argument("--preset", metavar="NAME", help="tutorial, fast, cpu-best, gpu-best or a .toml file")
+    train.add_argument("--preset", metavar="NAME", help=f"{', '.join(list_presets())}, or a .toml file")
     train.add_argument("--model", metavar="NAME", help="see `digits models` (default: tutorial-mlp)")
     train.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="builder argument, JSON value (e.g. hidden=[512,256])")

@@ -11,13 +11,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from digits.helpformat import HelpFormatter
+
 COMMANDS = ("serve", "export", "predict-image")
 RUNTIMES = ("torch", "onnx")
 
 
 def add_commands(sub: Any) -> None:
     """Add the serving sub-commands to ``sub`` (the main parser's ``add_subparsers()``)."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     serve = sub.add_parser("serve", formatter_class=fmt,
                            help="serve a run as a draw-a-digit page and a JSON API")
     serve.add_argument("run_dir", metavar="RUN_DIR")

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from digits.errors import DataError, TuneError
+from digits.helpformat import HelpFormatter
 from digits.output import absolute, add_output_flags, emit_json, print_summary, wants_json
 
 
 def add_tune_command(sub: Any) -> None:
     """Register ``digits tune`` on the main parser's sub-parsers."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     tune = sub.add_parser("tune", formatter_class=fmt, help="hyper-parameter search: the tutorial's grid or Optuna")
     what = tune.add_mutually_exclusive_group(required=True)
     what.add_argument("--grid", metavar="NAME", help="a grid search over the tutorial MLP (tutorial, quick)")
