@@ -171,14 +171,23 @@ def test_a_bad_device_table_is_refused_when_the_preset_loads(tmp_path, text, mes
         load_preset(tmp_path / "p.toml")
 
 
-def test_gpu_best_runs_on_cpu_for_a_few_batches(tmp_path, digits_800):
-    preset = load_preset("gpu-best")
-    assert preset.members == 15 and preset.config.model == "kaggle-cnn"
-    spec = EnsembleSpec(preset.config.replace(epochs=1, device="cpu"), members=2, bagging=preset.bagging)
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_runs_on_cpu_for_a_few_batches(tmp_path, digits_800, name):
+    # The GPU presets too: what runs here is what a GPU runs, but for the [cuda] table.
+    preset = load_preset(name)
+    config = preset.config_for("cpu").replace(epochs=1, device="cpu")
+    spec = EnsembleSpec(config, members=min(preset.members, 2), bagging=preset.bagging)
     metrics = train_ensemble(spec, digits_800.subset(slice(0, 300)), tmp_path / "run")
-    assert metrics["members"] == 2 and len(metrics["member_metrics"]) == 2
+    assert metrics["members"] == spec.members and len(metrics["member_metrics"]) == spec.members
     probs = load_predictor(tmp_path / "run").predict_proba(digits_800.images[:10])
     assert probs.shape == (10, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_the_record_attempt_and_its_peer_are_the_kaggle_notebooks_ensemble():
+    record, peer = load_preset("gpu-best"), load_preset("kaggle-record")
+    assert record.members == peer.members == 15 and record.config.model == peer.config.model == "kaggle-cnn"
+    assert (peer.config.epochs, peer.config.batch_size, peer.bagging) == (45, 64, 0.1)
+    assert (peer.config.schedule, peer.config.schedule_args, peer.config.lr) == ("exponential", {"gamma": 0.95}, 1e-3)
 
 
 def test_bagged_members_hold_out_different_rows(digits_800):
