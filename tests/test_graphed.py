@@ -63,6 +63,21 @@ def test_graphed_steps_compute_what_the_training_loop_computes(digits_672, chang
     assert diff < 1e-4
 
 
+def test_compiled_forward_and_loss_compute_the_same_steps(digits_672):
+    # compile=true compiles the forward pass and the loss as one function (about 10 s here).
+    config = BASE.replace(epochs=1)
+    runs = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        model = create_model(config.model)
+        trainer = GraphedTrainer(model, TensorSet.from_digits(digits_672, CPU), config.replace(compile=compile),
+                                 capture=False)
+        runs.append((trainer.run_epoch(torch.Generator().manual_seed(0)), model.state_dict()))
+    (plain, plain_weights), (compiled, compiled_weights) = runs
+    assert compiled == pytest.approx(plain, rel=1e-5)
+    assert max((plain_weights[k] - compiled_weights[k]).abs().max().item() for k in plain_weights) < 1e-4
+
+
 def test_a_reset_trainer_repeats_its_run(digits_672):
     model = create_model("fast-cnn-s2")
     start = {k: v.clone() for k, v in model.state_dict().items()}

@@ -179,7 +179,7 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
     if config.cuda_graphs and device.type == "cuda":
         if resume:
             raise DigitsError("runs with CUDA graphs keep no checkpoints to resume from")
-        graphed = _graphed_trainer(forward, data, config)
+        graphed = _graphed_trainer(model, data, config)  # compiles forward and loss itself
         checkpoint_dir = None if graphed else checkpoint_dir
     optimizer = graphed.optimizer if graphed else build_optimizer(
         config.optimizer, model.parameters(), config.lr, weight_decay=config.weight_decay, **config.optimizer_args)

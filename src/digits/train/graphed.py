@@ -3,15 +3,18 @@
 A small CNN at batch 256 leaves an H100 idle most of the time: the CPU cannot launch
 ~150 kernels per step fast enough. Here a block of steps (forward, loss, backward, Adam
 or SGD, accuracy counters, the learning rate of each step) is captured into one CUDA graph;
-an epoch is a handful of replays. Before each replay a few copies stage the block's rows
-and learning rates into fixed buffers, so the graph itself does no index arithmetic, and
-gradients are set to None after each step, so the backward writes them instead of adding
-to zeros: both cut kernels per step, which is what a graphed small network's time is made
-of. The arithmetic is that of the ordinary loop with two
-differences, both documented: the last partial batch of an epoch is dropped (a graph has
-fixed shapes), and the learning rate comes from a per-step table computed up front (so
-``plateau`` is not available). The steps left over after the last whole block have a graph
-of their own, so no step of an epoch runs eagerly.
+an epoch is a handful of replays. What remains is the time of the kernels themselves, so
+each step launches as few as it can: a few copies before each replay stage the block's
+rows and learning rates into fixed buffers (no index arithmetic in the graph), and
+gradients are set to None after each step (the backward writes them instead of adding to
+zeros). With ``compile``, the forward pass and the loss are compiled as one function
+before capture, which fuses the loss's small operations too.
+
+The arithmetic is that of the ordinary loop (the tests check it on the CPU, running the
+same steps without capture) with two differences: the last partial batch of an epoch is
+dropped (a graph has fixed shapes), and the learning rate and one-cycle's momentum come
+from per-step tables computed up front (so ``plateau`` is not available). The steps left
+over after the last whole block have a graph of their own.
 
 The trainer is built once and can be reset to fresh weights in place, so repeated runs
 (seeds of a benchmark, members of an ensemble) reuse the captured graph.
@@ -101,6 +104,9 @@ class GraphedTrainer:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.optimizer = self._make_optimizer()
+        # compile: the forward pass and the loss as one function, so that the backward of both
+        # is compiled too and the loss's many small operations fuse with the model's.
+        self.loss_and_hits = torch.compile(self._loss_and_hits) if config.compile else self._loss_and_hits
         self.graph = self._capture(self.block)
         tail = self.steps % self.block
         self.tail_graph = self._capture(tail) if tail else None
@@ -134,9 +140,7 @@ class GraphedTrainer:
         self.lr.copy_(self.block_lr[i])
         if self.momenta is not None:
             self.beta1.copy_(self.block_beta1[i])
-        with autocast(x.device, self.config.precision):
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        loss, hits = self.loss_and_hits(x, y)
         loss.backward()
         self.optimizer.step()
         # None, not zeros: the next backward then writes each gradient in place of accumulating
@@ -144,7 +148,14 @@ class GraphedTrainer:
         # PyTorch's whole-network capture example).
         self.optimizer.zero_grad(set_to_none=True)
         self.block_loss[i].copy_(loss.detach())
-        torch.eq(logits.detach().argmax(1), y, out=self.block_hits[i])
+        self.block_hits[i].copy_(hits)
+
+    def _loss_and_hits(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's mean loss and which of its digits the model read right."""
+        with autocast(x.device, self.config.precision):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        return loss, logits.detach().argmax(1) == y
 
     def _capture(self, steps: int) -> torch.cuda.CUDAGraph | _EagerSteps:
         """Record ``steps`` optimizer steps; the warm-up steps before it leave no trace."""
@@ -186,7 +197,7 @@ class GraphedTrainer:
         """Load fresh weights in place and zero the optimizer state: a new run, same graph."""
         with torch.no_grad():
             for name, tensor in self.model.state_dict().items():
-                tensor.copy_(weights[name.removeprefix("_orig_mod.")])  # torch.compile's wrapper
+                tensor.copy_(weights[name])
             for state in self.optimizer.state.values():
                 for value in state.values():
                     if torch.is_tensor(value):
