@@ -50,7 +50,7 @@ from digits.models.registry import create_model  # noqa: E402
 from digits.predict.predictor import load_predictor, predict_labels  # noqa: E402
 from digits.predict.submission import read_submission  # noqa: E402
 from digits.runs import cpu_info  # noqa: E402
-from digits.runs import save_model  # noqa: E402
+from digits.runs import save_model, write_json  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
 from digits.train.fit import StepSettings, TensorSet, seed_everything, train_model, train_one_epoch  # noqa: E402
 from digits.train.optim import build_optimizer  # noqa: E402
@@ -295,21 +295,24 @@ def process_seconds(command: Sequence[str]) -> float:
 
 
 def predict_contenders(name: str, model: torch.nn.Module, data: Kaggle, data_dir: Path,
-                       run_dir: Path) -> list[Contender]:
-    """``digits predict`` as a process, and the model alone in process, for one saved model."""
+                       run_dir: Path, trained_in: str = "fp32") -> list[Contender]:
+    """``digits predict`` as a process, and the model alone in process, for one saved model
+    (``trained_in``: the precision its config.json records, which prediction follows)."""
     save_model(run_dir, model, name, {})
+    write_json(run_dir / "config.json", {"train": TrainConfig(model=name, precision=trained_in).to_dict()})
+    predictor = load_predictor(run_dir)
     predict = [sys.executable, "-m", "digits.cli", "predict", str(run_dir), "--test", str(data_dir / "test.csv"),
                "--out", str(run_dir / "submission.csv"), "--device", "cpu"]
     process_seconds(predict)  # the first run fills the binary CSV cache; users pay that once
     read_submission(run_dir / "submission.csv")  # and it wrote a valid submission
-    model = load_predictor(run_dir).models[0]  # as `digits predict` loads it (layout included)
     first = data.test.images[:1]
+    label = f"{name} ({predictor.precisions[0]})"
     return [
-        Contender(f"{name}: `digits predict` process, 28,000 rows", lambda _: Measurement(process_seconds(predict))),
-        Contender(f"{name}: predict_labels, 28,000 rows (in process)",
-                  lambda _: _timed(lambda: predict_labels(model, data.test.images))),
-        Contender(f"{name}: predict_labels, one image (in process)",
-                  lambda _: _timed(lambda: predict_labels(model, first), 200)),
+        Contender(f"{label}: `digits predict` process, 28,000 rows", lambda _: Measurement(process_seconds(predict))),
+        Contender(f"{label}: Predictor.predict, 28,000 rows (in process)",
+                  lambda _: _timed(lambda: predictor.predict(data.test.images))),
+        Contender(f"{label}: Predictor.predict, one image (in process)",
+                  lambda _: _timed(lambda: predictor.predict(first), 200)),
     ]
 
 
@@ -323,9 +326,12 @@ def bench_predict(data: Kaggle, data_dir: Path, args: argparse.Namespace, workdi
     notes = ["`digits predict RUN --test test.csv --out submission.csv --device cpu`, binary CSV cache warm"]
     # The best single CNN (kaggle-cnn, the gpu-best member), with untrained weights: the time
     # of a forward pass does not depend on their values. An ensemble costs members x views.
-    contenders += predict_contenders("kaggle-cnn", create_model("kaggle-cnn"), data, data_dir, workdir / "cnn")
-    notes.append("kaggle-cnn: freshly initialised weights (speed only); gpu-best predicts with 15 of them, "
-                 "each over 5 test-time views (75 forward passes)")
+    cnn = create_model("kaggle-cnn")
+    contenders += predict_contenders("kaggle-cnn", cnn, data, data_dir, workdir / "cnn")
+    contenders += predict_contenders("kaggle-cnn", cnn, data, data_dir, workdir / "cnn-bf16", trained_in="bf16")
+    notes.append("kaggle-cnn: freshly initialised weights (speed only), as trained in fp32 and in bf16 (as "
+                 "cpu-best and gpu-best are: prediction then runs in bf16 where the CPU has it natively); "
+                 "gpu-best predicts with 15 of them, each over 5 test-time views (75 forward passes)")
     interleave(contenders, args.repeats)
     text = table("Prediction on the CPU", contenders, None, unit="ms")
     return text + "".join(f"\n- {n}" for n in notes) + "\n"

@@ -190,6 +190,23 @@ def test_the_record_attempt_and_its_peer_are_the_kaggle_notebooks_ensemble():
     assert (peer.config.schedule, peer.config.schedule_args, peer.config.lr) == ("exponential", {"gamma": 0.95}, 1e-3)
 
 
+def test_a_model_trained_in_bf16_predicts_in_bf16_where_the_cpu_computes_it(tmp_path, digits_800, monkeypatch):
+    import digits.predict.predictor as predictor
+
+    for precision in ("fp32", "bf16"):
+        spec = EnsembleSpec(SMALL.replace(model="lenet5", epochs=1, precision=precision), members=1)
+        train_ensemble(spec, digits_800, tmp_path / precision)
+    monkeypatch.setattr(predictor, "native_bf16", lambda device: True)
+    assert load_predictor(tmp_path / "fp32").precisions == ["fp32"]
+    bf16 = load_predictor(tmp_path / "bf16")
+    assert bf16.precisions == ["bf16"]
+    images = digits_800.images[:400]
+    fast, exact = bf16.predict_proba(images), predict_proba(bf16.models[0], images)
+    assert np.abs(fast - exact).max() < 0.03 and np.mean(fast.argmax(1) == exact.argmax(1)) >= 0.99
+    monkeypatch.setattr(predictor, "native_bf16", lambda device: False)  # emulated bf16 is slower
+    assert load_predictor(tmp_path / "bf16").precisions == ["fp32"]
+
+
 def test_bagged_members_hold_out_different_rows(digits_800):
     _, val_a = member_split(digits_800, 0.1, seed=0, val_split=0.05)
     _, val_b = member_split(digits_800, 0.1, seed=1, val_split=0.05)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from digits.errors import RunError
+from digits.precision import autocast, native_bf16
 from digits.train.fast_mlp import is_small_mlp, use_threads
 
 
@@ -22,9 +23,14 @@ def tta_views(pixels: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 4096,
-                  device: torch.device | str | None = None, tta: bool = False) -> np.ndarray:
-    """Class probabilities (N, 10) for uint8 images (N, 28, 28); ``tta`` averages 5 shifted views."""
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
+                  device: torch.device | str | None = None, tta: bool = False,
+                  precision: str = "fp32") -> np.ndarray:
+    """Class probabilities (N, 10) for uint8 images (N, 28, 28); ``tta`` averages 5 shifted
+    views; ``precision="bf16"`` runs the model under bf16 autocast.
+
+    Batches of 512 stay in the CPU's caches: kaggle-cnn reads 28,000 digits in 9.0 s at
+    4,096 a batch and 6.8 s at 512 (fp32, 2 cores), 1.6 s at 512 in bf16."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     pixels = torch.from_numpy(np.ascontiguousarray(images))
@@ -37,7 +43,9 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 4096,
         for start in range(0, len(pixels), batch_size):
             batch = pixels[start:start + batch_size].to(device)
             views = tta_views(batch) if tta else [batch]
-            probs = sum(torch.softmax(model(v).float(), dim=1) for v in views) / len(views)
+            with autocast(device, precision):
+                logits = [model(v) for v in views]
+            probs = sum(torch.softmax(z.float(), dim=1) for z in logits) / len(views)
             out.append(probs.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32)
 
@@ -54,11 +62,14 @@ class Predictor:
     models: list[nn.Module]
     names: list[str]
     tta: bool = False
+    precisions: list[str] | None = None  # per model; None: fp32 for all
 
     def predict_proba(self, images: np.ndarray, tta: bool | None = None) -> np.ndarray:
         """Mean of the members' probabilities, (N, 10)."""
         use_tta = self.tta if tta is None else tta
-        return np.mean([predict_proba(m, images, tta=use_tta) for m in self.models], axis=0)
+        precisions = self.precisions or ["fp32"] * len(self.models)
+        return np.mean([predict_proba(m, images, tta=use_tta, precision=p)
+                        for m, p in zip(self.models, precisions)], axis=0)
 
     def predict(self, images: np.ndarray, tta: bool | None = None) -> np.ndarray:
         """The most probable digit for each image."""
@@ -72,13 +83,24 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
+    tta, dirs = False, [run_dir]
     if (run_dir / "ensemble.json").is_file():
         spec = read_json(run_dir / "ensemble.json")
-        loaded = [load_model(run_dir / member, device) for member in spec["members"]]
-        return Predictor([for_inference(m) for m, _ in loaded], [c.name for _, c in loaded],
-                         bool(spec.get("tta", False)))
-    model, card = load_model(run_dir, device)
-    return Predictor([for_inference(model)], [card.name])
+        tta, dirs = bool(spec.get("tta", False)), [run_dir / member for member in spec["members"]]
+    loaded = [load_model(d, device) for d in dirs]
+    return Predictor([for_inference(m) for m, _ in loaded], [c.name for _, c in loaded], tta,
+                     [inference_precision(d, device) for d in dirs])
+
+
+def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> str:
+    """The number format to predict with: the one the model trained in (its config.json), when
+    the device computes it natively; else fp32. A model trained under bf16 autocast reads the
+    same digits in bf16 (28,000 of 28,000 for kaggle-cnn), 4x faster on a CPU with AMX."""
+    from digits.runs import read_json
+
+    config = Path(run_dir) / "config.json"
+    trained = read_json(config).get("train", {}).get("precision", "fp32") if config.is_file() else "fp32"
+    return "bf16" if trained == "bf16" and native_bf16(torch.device(device)) else "fp32"
 
 
 def for_inference(model: nn.Module) -> nn.Module:

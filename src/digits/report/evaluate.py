@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from digits.predict.predictor import for_inference, predict_proba
+from digits.predict.predictor import for_inference, inference_precision, predict_proba
 from digits.report.heldout import HeldOut
 from digits.runs import load_model
 
@@ -52,7 +52,7 @@ def evaluate(held_out: HeldOut, tta: bool = False, device: torch.device | str = 
     for model_dir, mine in zip(held_out.model_dirs, rows):
         index = np.arange(len(images)) if mine is None else mine
         model = for_inference(load_model(model_dir, device)[0])
-        proba = predict_proba(model, images[index], tta=tta)
+        proba = predict_proba(model, images[index], tta=tta, precision=inference_precision(model_dir, device))
         total[index] += proba
         votes[index] += 1
         accuracies.append(float(np.mean(proba.argmax(axis=1) == labels[index])))

@@ -6,7 +6,6 @@ let ``fit(..., resume=True)`` continue a killed run to the same weights, bit for
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -22,6 +21,7 @@ from torch import nn
 from digits.data.dataset import DigitSet
 from digits.errors import DigitsError
 from digits.models.registry import create_model
+from digits.precision import autocast
 from digits.train.augment import random_affine
 from digits.train.callbacks import Callback
 from digits.train.checkpoint import load_checkpoint, save_checkpoint
@@ -54,13 +54,6 @@ def seed_everything(seed: int) -> None:
     """Seed every generator that model initialisation and training draw from."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked for (AMX on recent CPUs, tensor cores on GPUs), else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @dataclass

@@ -31,7 +31,8 @@ from torch import nn
 from digits.errors import DigitsError
 from digits.train.augment import random_affine
 from digits.train.config import TrainConfig
-from digits.train.fit import TensorSet, autocast
+from digits.precision import autocast
+from digits.train.fit import TensorSet
 from digits.train.schedule import build_schedule
 
 GRAPH_STEPS = 16  # optimizer steps recorded per graph; an epoch replays it steps // 16 times
