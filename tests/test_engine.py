@@ -207,6 +207,19 @@ def test_a_model_trained_in_bf16_predicts_in_bf16_where_the_cpu_computes_it(tmp_
     assert load_predictor(tmp_path / "bf16").precisions == ["fp32"]
 
 
+def test_predict_says_which_precision_each_model_read_in(tmp_path, kaggle_dir, cli):
+    from digits.precision import native_bf16
+
+    run = tmp_path / "run"
+    assert cli("train", "--model", "lenet5", "--data", kaggle_dir, "--epochs", "1", "--precision", "bf16",
+               "--device", "cpu", "--out", run, "--no-report", "--quiet").code == 0
+    auto = json.loads(cli("predict", run, "--data", kaggle_dir, "--device", "cpu", "--json").out)
+    assert auto["precisions"] == ["bf16" if native_bf16(torch.device("cpu")) else "fp32"]
+    exact = json.loads(cli("predict", run, "--data", kaggle_dir, "--device", "cpu", "--precision", "fp32",
+                           "--json").out)
+    assert exact["precisions"] == ["fp32"] and exact["rows"] == auto["rows"]
+
+
 def test_bagged_members_hold_out_different_rows(digits_800):
     _, val_a = member_split(digits_800, 0.1, seed=0, val_split=0.05)
     _, val_b = member_split(digits_800, 0.1, seed=1, val_split=0.05)

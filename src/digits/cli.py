@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     predict.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average over 1-pixel shifts")
+    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                         help="auto: the precision each model trained in, where the device computes it "
+                              "natively, else fp32")
     add_output_flags(predict)
 
     score = sub.add_parser("score", formatter_class=fmt, help="score a submission as Kaggle does; in a run "

@@ -193,7 +193,7 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.results import predict_result
     from digits.train.device import resolve_device
 
-    predictor = load_predictor(args.run_dir, resolve_device(args.device))
+    predictor = load_predictor(args.run_dir, resolve_device(args.device), args.precision)
     source = _data_path(args, "test")
     test = load_kaggle_csv(source, kind="test")
     started = time.perf_counter()
@@ -203,7 +203,8 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
     write_submission(out, labels)
     what = predictor.names[0] if len(predictor.names) == 1 else f"ensemble of {len(predictor.names)}"
     tta = predictor.tta if args.tta is None else args.tta
-    result = predict_result(args.run_dir, predictor.names, tta, source, out, labels, seconds)
+    result = predict_result(args.run_dir, predictor.names, tta, source, out, labels, seconds,
+                            predictor.precisions)
     return finish(args, "predict", result, {"submission": out},
                   f"{what}: predicted {len(labels)} digits in {seconds:.2f} s")
 

@@ -84,9 +84,10 @@ def label_counts(labels: np.ndarray) -> list[int]:
 
 def predict_result(run_dir: str | os.PathLike[str], models: Sequence[str], tta: bool,
                    test: str | os.PathLike[str], submission: str | os.PathLike[str], labels: np.ndarray,
-                   seconds: float) -> dict[str, Any]:
+                   seconds: float, precisions: Sequence[str]) -> dict[str, Any]:
     """The ``predict`` object."""
     return {"run_dir": str(Path(run_dir).resolve()), "models": list(models), "tta": tta,
+            "precisions": list(precisions),
             "test": str(Path(test).resolve()), "submission": str(Path(submission).resolve()),
             "rows": len(labels), "seconds": round(seconds, 3), "label_counts": label_counts(labels)}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ class Predictor:
     models: list[nn.Module]
     names: list[str]
     tta: bool = False
-    precisions: list[str] | None = None  # per model; None: fp32 for all
+    precisions: list[str] = field(default_factory=list)  # per model: fp32 or bf16; empty: fp32
 
     def predict_proba(self, images: np.ndarray, tta: bool | None = None) -> np.ndarray:
         """Mean of the members' probabilities, (N, 10)."""
@@ -76,8 +76,12 @@ class Predictor:
         return self.predict_proba(images, tta).argmax(axis=1).astype(np.int64)
 
 
-def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> Predictor:
-    """A Predictor for ``run_dir``: its model, or every member listed in ensemble.json."""
+def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu",
+                   precision: str = "auto") -> Predictor:
+    """A Predictor for ``run_dir``: its model, or every member listed in ensemble.json.
+
+    ``precision``: ``auto`` predicts each model in the precision it trained in where the
+    device computes it natively (see ``inference_precision``), else fp32; or ``fp32``/``bf16``."""
     from digits.runs import load_model, read_json
 
     run_dir = Path(run_dir)
@@ -88,8 +92,8 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
         spec = read_json(run_dir / "ensemble.json")
         tta, dirs = bool(spec.get("tta", False)), [run_dir / member for member in spec["members"]]
     loaded = [load_model(d, device) for d in dirs]
-    return Predictor([for_inference(m) for m, _ in loaded], [c.name for _, c in loaded], tta,
-                     [inference_precision(d, device) for d in dirs])
+    precisions = [inference_precision(d, device) if precision == "auto" else precision for d in dirs]
+    return Predictor([for_inference(m) for m, _ in loaded], [c.name for _, c in loaded], tta, precisions)
 
 
 def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> str:
