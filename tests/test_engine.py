@@ -264,7 +264,7 @@ def test_preset_with_flag_overrides(tmp_path, kaggle_dir, cli):
     config = json.loads((run / "config.json").read_text())["train"]
     assert config["model"] == "fast-cnn-s2" and config["batch_size"] == 128 and config["schedule"] == "onecycle"
     assert config["optimizer_args"] == {"betas": [0.7, 0.9], "fused": True}
-    assert math.isclose(config["lr"], 0.01)
+    assert math.isclose(config["lr"], 0.015)
 
 
 def test_train_uses_the_presets_table_for_its_device_and_flags_still_win(tmp_path, kaggle_dir, cli):

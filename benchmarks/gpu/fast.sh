@@ -8,11 +8,11 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 t2=benchmarks/time_to_99.py
 bf16=(--set precision='"bf16"' --set channels_last=true)
-# Half the optimizer steps: on the CPU, 2 cores, this reached 99.13% +- 0.07 over 10 seeds
-# (batch 512 with the preset's width: 99.07%).
+# A third fewer optimizer steps than the preset's batch 384: on the CPU, 2 cores, this reached
+# 99.13% +- 0.06 over 10 seeds (batch 512 with the preset's width: 99.07%).
 b512w=(--set batch_size=512 --set lr=0.02 --set model_args='{"c1": 32, "c2": 64}')
 # Convolutions without bias: two bias-add and two bias-gradient kernels fewer per step; on the CPU
-# 99.18% +- 0.06 over 10 seeds (with bias: 99.21%).
+# 99.12% +- 0.07 over 10 seeds (with bias: 99.13%).
 nobias=(--set model_args='{"conv_bias": false}')
 run() {  # run NAME TIMEOUT ARGS...: one variant, 10 seeds, its RESULT line printed
   local name=$1 limit=$2; shift 2
