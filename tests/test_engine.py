@@ -159,6 +159,16 @@ def test_a_preset_can_change_settings_on_one_kind_of_device(tmp_path):
     assert load_preset("fast").config_for("cuda").precision == "fp32"
 
 
+def test_presets_command_lists_the_recipes_and_shows_one_whole(cli):
+    listing = cli("presets")
+    assert listing.code == 0 and all(name in listing.out for name in list_presets())
+    assert "15 x kaggle-cnn, 45 epochs, batch 64" in listing.out  # kaggle-record
+    shown = cli("presets", "fast")
+    assert shown.code == 0 and "batch_size=384" in shown.out and '[cuda] precision="fp32"' in shown.out
+    unknown = cli("presets", "turbo")
+    assert unknown.code == 2 and "unknown preset 'turbo'" in unknown.err and not unknown.out
+
+
 @pytest.mark.parametrize("text, message", [
     ('[cuda]\nbatch = 3\n', r"preset .*p.toml: \[cuda\]: unknown training setting\(s\): batch"),
     ('[cuda]\nprecision = "fp8"\n', r"\[cuda\]: precision must be fp32 or bf16"),

@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", formatter_class=fmt, help="list the registered models")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
+    presets = sub.add_parser("presets", formatter_class=fmt,
+                             help="list the shipped presets, or show one (`digits train --preset NAME`)")
+    presets.add_argument("name", nargs="?", metavar="NAME", help="a preset to show whole (name or .toml file)")
 
     tut = sub.add_parser("tutorial", formatter_class=fmt, help="the 2017 tutorial, end to end")
     tut.add_argument("--data", default="data", metavar="DIR", help="Kaggle folder (train.csv, test.csv)")
@@ -211,7 +214,8 @@ def _dispatch(args: argparse.Namespace, created: list[Path]) -> int:
 
         return run_tune(args, created)
     handler = {"data": commands.data, "train": commands.train, "predict": commands.predict,
-               "score": commands.score, "models": commands.models, "tutorial": commands.tutorial,
+               "score": commands.score, "models": commands.models, "presets": commands.presets,
+               "tutorial": commands.tutorial,
                "report": commands.report, "compare": commands.compare}
     return handler[args.command](args, created)
 

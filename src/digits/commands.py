@@ -262,6 +262,41 @@ def models(args: argparse.Namespace, created: list[Path]) -> int:
     return 0
 
 
+def presets(args: argparse.Namespace, created: list[Path]) -> int:
+    """``digits presets [NAME]``: the shipped recipes in a table, or one preset whole."""
+    import json
+
+    from rich.table import Table
+
+    from digits.presets import list_presets, load_preset
+
+    def settings(values: dict) -> str:
+        return ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+
+    if args.name:
+        preset = load_preset(args.name)
+        lines = [f"{preset.name}: {preset.description}", f"target: {preset.target}",
+                 f"[train] {settings(preset.config.to_dict())}"]
+        if preset.members > 1:
+            lines.append(f"[ensemble] members={preset.members}, bagging={preset.bagging}, "
+                         f"tta={json.dumps(preset.tta)}, workers={preset.workers}")
+        lines += [f"[{kind}] {settings(values)}" for kind, values in preset.on_device.items()]
+        for line in lines:
+            console.print(line, highlight=False, markup=False)
+        return 0
+    table = Table("preset", "trains", "per device", "target", box=None, pad_edge=False)
+    for name in list_presets():
+        preset = load_preset(name)
+        config = preset.config
+        trains = f"{preset.members} x {config.model}" if preset.members > 1 else config.model
+        trains += f", {config.epochs} epoch{'s' if config.epochs != 1 else ''}, batch {config.batch_size}"
+        devices = "; ".join(f"{kind}: {settings(values)}" for kind, values in preset.on_device.items())
+        table.add_row(name, trains, devices, preset.target)
+    console.print(table)
+    console.print("`digits presets NAME` shows one whole; `digits train --preset NAME` trains it.")
+    return 0
+
+
 def tutorial(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits tutorial``: the whole 2017 tutorial, printing each step."""
     from digits.console import EpochProgress
