@@ -201,7 +201,7 @@ def test_the_record_attempt_and_its_peer_are_the_kaggle_notebooks_ensemble():
 
 
 def test_a_model_trained_in_bf16_predicts_in_bf16_where_the_cpu_computes_it(tmp_path, digits_800, monkeypatch):
-    import digits.predict.predictor as predictor
+    from digits.predict import predictor
 
     for precision in ("fp32", "bf16"):
         spec = EnsembleSpec(SMALL.replace(model="lenet5", epochs=1, precision=precision), members=1)

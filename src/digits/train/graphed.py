@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from digits.errors import DigitsError
+from digits.precision import autocast
 from digits.train.augment import random_affine
 from digits.train.config import TrainConfig
-from digits.precision import autocast
 from digits.train.fit import TensorSet
 from digits.train.schedule import build_schedule
 
