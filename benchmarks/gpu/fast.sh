@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Time-to-99 on the GPU: `fast` as the preset says on CUDA (fp32, CUDA graphs; 10 seeds), then
 # variants (bf16 + channels-last; batch 512 with wider convolutions; convolutions without bias;
-# torch.compile), then where
-# the time goes (profile of one graphed run).
+# torch.compile), then where the time goes (profile of one graphed run).
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
