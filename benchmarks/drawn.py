@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from digits.runs import read_json, write_json
+from digits.jsonfile import read_json, write_json
 from digits.serve.reader import DigitReader
 
 

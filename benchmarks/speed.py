@@ -50,7 +50,8 @@ from digits.models.registry import create_model  # noqa: E402
 from digits.predict.predictor import load_predictor, predict_labels  # noqa: E402
 from digits.predict.submission import read_submission  # noqa: E402
 from digits.runs import cpu_info  # noqa: E402
-from digits.runs import save_model, write_json  # noqa: E402
+from digits.jsonfile import write_json  # noqa: E402
+from digits.runs import save_model  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
 from digits.train.fit import StepSettings, TensorSet, seed_everything, train_model, train_one_epoch  # noqa: E402
 from digits.train.optim import build_optimizer  # noqa: E402

@@ -141,7 +141,7 @@ def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) 
 def _resume(args: argparse.Namespace) -> Path:
     """Continue ``--resume RUN_DIR`` with the settings and data recorded in the run."""
     from digits.data.kaggle import load_kaggle_csv
-    from digits.runs import read_json
+    from digits.jsonfile import read_json
     from digits.train.config import TrainConfig
     from digits.train.ensemble import EnsembleSpec
 

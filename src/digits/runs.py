@@ -8,7 +8,6 @@ count; never a pickle), metrics.json and, when asked, submission.csv.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 from dataclasses import dataclass
@@ -20,8 +19,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from digits import __version__
-from digits.atomic import atomic_path, write_text
+from digits.atomic import atomic_path
 from digits.errors import ModelError, RunError
+from digits.jsonfile import read_json, write_json
 from digits.models.layers import Classifier
 from digits.models.registry import count_parameters, create_model, get_model_info
 
@@ -58,20 +58,6 @@ def new_run_dir(name: str, base: str | os.PathLike[str] = "runs") -> Path:
         except FileExistsError:
             continue
     raise RunError(f"{base}: cannot create a run directory for {name}")
-
-
-def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text("utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path}: missing") from None
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from None
 
 
 def cpu_info() -> tuple[str, set[str]]:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digits.data.kaggle import load_kaggle_csv
+from digits.jsonfile import read_json, write_json
 from digits.predict.predictor import predict_labels
 from digits.predict.scores import record_score
 from digits.predict.submission import score_submission, write_submission
 from digits.report.plots import plot_digit_grid
-from digits.runs import read_json, write_json
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
 from digits.train.run import train_run

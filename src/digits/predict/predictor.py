@@ -82,7 +82,8 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
 
     ``precision``: ``auto`` predicts each model in the precision it trained in where the
     device computes it natively (see ``inference_precision``), else fp32; or ``fp32``/``bf16``."""
-    from digits.runs import load_model, read_json
+    from digits.jsonfile import read_json
+    from digits.runs import load_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -100,7 +101,7 @@ def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | 
     """The number format to predict with: the one the model trained in (its config.json), when
     the device computes it natively; else fp32. A model trained under bf16 autocast reads the
     same digits in bf16 (28,000 of 28,000 for kaggle-cnn), 4x faster on a CPU with AMX."""
-    from digits.runs import read_json
+    from digits.jsonfile import read_json
 
     config = Path(run_dir) / "config.json"
     trained = read_json(config).get("train", {}).get("precision", "fp32") if config.is_file() else "fp32"

@@ -14,6 +14,7 @@ from typing import Any
 
 from digits.atomic import write_text
 from digits.errors import RunError
+from digits.jsonfile import read_json
 
 SCORE_FILE = "score.json"
 RUN_MARKERS = ("config.json", "ensemble.json")  # what `digits train` writes first in a run directory
@@ -48,10 +49,7 @@ def read_score(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = Path(run_dir) / SCORE_FILE
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(record, dict) or not isinstance(record.get("score"), (int, float)):
+    record = read_json(path)
+    if not isinstance(record.get("score"), (int, float)):
         raise RunError(f"{path}: expected an object with a numeric 'score'")
     return record

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from digits.errors import RunError
+from digits.jsonfile import read_json
 from digits.predict.scores import read_score
-from digits.runs import read_json
 from digits.train.history import History
 
 

@@ -8,7 +8,6 @@ metrics.json and model.onnx without importing torch, so a server can run on a ma
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from digits.errors import RunError, ServeError
+from digits.jsonfile import read_json
 
 RUNTIMES = ("torch", "onnx")
 ONNX_FILE = "model.onnx"
@@ -52,7 +52,7 @@ class ModelSummary:
 def model_version(run_dir: str | os.PathLike[str]) -> str:
     """Names the trained weights: architecture plus the start of the weights' SHA-256."""
     run_dir = Path(run_dir)
-    card = _read_json(run_dir / "model.json")
+    card = read_json(run_dir / "model.json")
     weights = run_dir / "model.safetensors"
     try:
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -66,8 +66,8 @@ def summarize(run_dir: str | os.PathLike[str], runtime: str) -> ModelSummary:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
-    card = _read_json(run_dir / "model.json")
-    metrics = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    card = read_json(run_dir / "model.json")
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     accuracy, source = _accuracy(metrics)
     return ModelSummary(str(card.get("architecture")), dict(card.get("args", {})),
                         int(card.get("parameters", 0)),
@@ -83,18 +83,6 @@ def _accuracy(metrics: dict[str, Any]) -> tuple[float | None, str | None]:
     if isinstance(final.get("val_accuracy"), (int, float)):
         return float(final["val_accuracy"]), "validation"
     return None, None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path}: missing") from None
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise RunError(f"{path}: expected a JSON object")
-    return data
 
 
 def load_runtime(run_dir: str | os.PathLike[str], kind: str = "torch") -> Runtime:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from digits.data.dataset import DigitSet
-from digits.runs import environment, read_json, write_json
+from digits.jsonfile import read_json, write_json
+from digits.runs import environment
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
 from digits.train.run import train_run

@@ -14,8 +14,9 @@ from typing import Any
 from torch import nn
 
 from digits.data.dataset import DigitSet
+from digits.jsonfile import write_json
 from digits.report.plots import plot_learning_curves
-from digits.runs import environment, save_model, write_json
+from digits.runs import environment, save_model
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
 from digits.train.fit import checkpoint_folder, train_model

@@ -82,12 +82,13 @@ def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder
 def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec: GridSpec, data: DigitSet,
                 test: DigitSet | None, seed: int) -> tuple[dict[str, Path], float | None]:
     """The refit's run directory and the best cell as a preset; the files and the score."""
+    from digits.jsonfile import write_json
+    from digits.output import run_files
     from digits.predict.predictor import predict_labels
     from digits.predict.submission import score_submission, write_submission
-    from digits.output import run_files
     from digits.presets import write_preset
     from digits.report.plots import plot_learning_curves
-    from digits.runs import environment, save_model, write_json
+    from digits.runs import environment, save_model
     from digits.train.config import TrainConfig
 
     config = TrainConfig(model="tutorial-mlp", model_args={"hidden": best.hidden}, epochs=spec.epochs,
