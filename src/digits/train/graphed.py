@@ -38,11 +38,6 @@ from digits.train.schedule import build_schedule
 GRAPH_STEPS = 16  # optimizer steps recorded per graph; an epoch replays it steps // 16 times
 
 
-def cycles_momentum(config: TrainConfig) -> bool:
-    """Whether the schedule moves the momentum (Adam's beta1) too: one-cycle does by default."""
-    return config.schedule == "onecycle" and bool(config.schedule_args.get("cycle_momentum", True))
-
-
 def schedule_tables(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float] | None]:
     """The learning rate of every step of the run, as the eager loop's scheduler would set it,
     and the momentum (beta1) of every step when the schedule cycles it (else None)."""
@@ -50,7 +45,8 @@ def schedule_tables(config: TrainConfig, steps_per_epoch: int) -> tuple[list[flo
         raise DigitsError("CUDA graphs need a schedule known in advance; plateau depends on validation")
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
     schedule = build_schedule(config.schedule, probe, config.epochs, steps_per_epoch, **config.schedule_args)
-    moves = cycles_momentum(config) and schedule is not None
+    # One-cycle moves the momentum (Adam's beta1) too unless told not to: ask the scheduler.
+    moves = schedule is not None and bool(getattr(schedule.scheduler, "cycle_momentum", False))
     lrs, momenta = [], []
     for _ in range(config.epochs):
         for _ in range(steps_per_epoch):
