@@ -26,6 +26,7 @@ import torch
 from digits.data.dataset import DigitSet
 from digits.data.kaggle import load_kaggle_csv
 from digits.data.prepare import load_standard_split
+from digits.jsonfile import write_json
 from digits.models.registry import count_parameters, create_model
 from digits.predict.predictor import load_predictor, predict_proba
 from digits.predict.submission import read_submission, score_submission, write_submission
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     table = summarise(rows)
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
     if args.record:
         with open(RESULTS, "a") as fh:
             fh.write(f"\n### Accuracy, {time.strftime('%Y-%m-%d')}, {rows[0]['device']}\n\n"

@@ -162,9 +162,9 @@ def main() -> None:
             proc.wait(timeout=10)
     report = {"machine": machine(), "runtime": args.runtime, "seconds_per_level": seconds, "results": results}
     if args.json:
-        from digits.atomic import write_text
+        from digits.jsonfile import write_json
 
-        write_text(args.json, json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     if any(r["errors"] for r in results):
         raise SystemExit("errors under load: " + str([r["first_error"] for r in results if r["errors"]][0]))
 

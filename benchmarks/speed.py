@@ -48,8 +48,13 @@ from digits.data.dataset import DigitSet  # noqa: E402
 from digits.data.kaggle import load_kaggle_csv  # noqa: E402
 from digits.jsonfile import write_json  # noqa: E402
 from digits.models.registry import create_model  # noqa: E402
-from digits.precision import native_bf16  # noqa: E402
-from digits.predict.predictor import Predictor, for_inference, load_predictor, predict_labels  # noqa: E402
+from digits.predict.predictor import (  # noqa: E402
+    Predictor,
+    for_inference,
+    inference_precision,
+    load_predictor,
+    predict_labels,
+)
 from digits.predict.submission import read_submission  # noqa: E402
 from digits.runs import cpu_info, save_model  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
@@ -332,8 +337,9 @@ def bench_predict(data: Kaggle, data_dir: Path, args: argparse.Namespace, workdi
     contenders += predict_contenders("kaggle-cnn", cnn, data, data_dir, workdir / "cnn-bf16", trained_in="bf16")
     notes.append("kaggle-cnn: freshly initialised weights (speed only), as trained in fp32 and in bf16 (as "
                  "cpu-best and gpu-best are: prediction then runs in bf16 where the CPU has it natively)")
-    # The best CNN as gpu-best predicts: 15 kaggle-cnn members, each over 5 test-time views.
-    precision = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    # The best CNN as gpu-best predicts: 15 kaggle-cnn members, each over 5 test-time views,
+    # in the precision a bf16-trained member predicts in here.
+    precision = inference_precision(workdir / "cnn-bf16")
     members = [for_inference(create_model("kaggle-cnn")) for _ in range(15)]
     ensemble = Predictor(members, ["kaggle-cnn"] * 15, tta=True, precisions=[precision] * len(members))
     first = data.test.images[:1]

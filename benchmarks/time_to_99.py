@@ -15,13 +15,13 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from digits.data.dataset import DigitSet
 from digits.data.prepare import load_standard_split
+from digits.jsonfile import write_json
 from digits.models.registry import create_model
 from digits.presets import load_preset
 from digits.train.config import TrainConfig
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         profile_one_run(config, train, test, device, graphs)
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "config": config.to_dict(), "runs": rows}, indent=2))
+        write_json(args.json, {"device": name, "config": config.to_dict(), "runs": rows})
     return 0
 
 

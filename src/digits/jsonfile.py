@@ -26,6 +26,6 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` (any JSON value) as indented JSON, atomically."""
     return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -7,7 +7,6 @@ that a submission is scored locally exactly as Kaggle scores it.
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from collections.abc import Callable
@@ -16,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.atomic import atomic_path, write_text
+from digits.atomic import atomic_path
 from digits.data.kaggle import load_kaggle_csv, write_kaggle_csv
 from digits.data.mnist import DownloadHook, Mnist, load_mnist
 from digits.errors import DataError
+from digits.jsonfile import write_json
 from digits.predict.submission import write_submission
 
 N_KAGGLE_TRAIN = 42_000
@@ -68,7 +68,7 @@ def prepare_kaggle_folder(out: str | os.PathLike[str], seed: int = 0,
     written.append(out / STANDARD_FILE)
     info = {"source": mnist.source, "seed": seed, "train_rows": len(train_idx), "test_rows": len(test_idx),
             "standard_split": "first 60000 rows train, last 10000 test"}
-    written.append(write_text(out / "prepare.json", json.dumps(info, indent=2) + "\n"))
+    written.append(write_json(out / "prepare.json", info))
     return PreparedData(out, tuple(written), mnist.source)
 
 

@@ -7,14 +7,12 @@ purpose (no torch), since ``digits score`` should start fast.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from digits.atomic import write_text
 from digits.errors import RunError
-from digits.jsonfile import read_json
+from digits.jsonfile import read_json, write_json
 
 SCORE_FILE = "score.json"
 RUN_MARKERS = ("config.json", "ensemble.json")  # what `digits train` writes first in a run directory
@@ -41,7 +39,7 @@ def record_score(submission: str | os.PathLike[str], solution: str | os.PathLike
               "solution": str(solution), "scored_at": dt.datetime.now().isoformat(timespec="seconds")}
     if test is not None:
         record["test"] = str(Path(test).resolve())
-    return write_text(submission.parent / SCORE_FILE, json.dumps(record, indent=2) + "\n")
+    return write_json(submission.parent / SCORE_FILE, record)
 
 
 def read_score(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
