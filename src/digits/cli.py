@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from digits import __version__
 from digits.errors import DigitsError
+from digits.hardware import PRECISIONS
 from digits.helpformat import HelpFormatter
 from digits.output import add_output_flags, output_mode
 from digits.serve import commands as serve_commands
@@ -106,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="last fraction of rows held out for validation, before shuffling (default 0.05)")
     train.add_argument("--seed", type=_non_negative_int, metavar="N", help="default 0")
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    train.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast")
+    train.add_argument("--precision", choices=PRECISIONS,
+                       help="number format (default auto: bf16 where the hardware computes it natively, "
+                            "fp16 + gradient scaling on pre-Ampere GPUs, else fp32)")
     train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     train.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
     train.add_argument("--cuda-graphs", action="store_true", default=None,
@@ -127,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     predict.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average over 1-pixel shifts")
-    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    predict.add_argument("--precision", choices=PRECISIONS, default="auto",
                          help="auto: the precision each model trained in, where the device computes it "
                               "natively, else fp32")
     add_output_flags(predict)

@@ -40,3 +40,9 @@ class InputError(DigitsError):
         self.status = status
 class TuneError(DigitsError):
     """A tuning study, its storage or its search space is wrong."""
+
+
+class DigitsWarning(UserWarning):
+    """Something works but not as well as it could here (bf16 emulated on this CPU...).
+
+    The CLI prints it as one line, ``digits: warning: ...``."""

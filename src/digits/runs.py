@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from digits import __version__
 from digits.atomic import atomic_path
 from digits.errors import ModelError, RunError
+from digits.hardware import cpu_info, hardware
 from digits.jsonfile import read_json, write_json
 from digits.models.layers import Classifier
 from digits.models.registry import count_parameters, create_model, get_model_info
@@ -60,25 +61,11 @@ def new_run_dir(name: str, base: str | os.PathLike[str] = "runs") -> Path:
     raise RunError(f"{base}: cannot create a run directory for {name}")
 
 
-def cpu_info() -> tuple[str, set[str]]:
-    """The CPU's model name and instruction-set flags (from /proc/cpuinfo where there is one)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
-
-
-def environment() -> dict[str, str]:
-    """Versions and machine, recorded beside every run so it can be repeated."""
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Versions, machine and the facts of the device trained on, recorded beside every run."""
     return {"digits": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "machine": f"{cpu_info()[0]}, {platform.system()} {platform.machine()}, {os.cpu_count()} cores"}
+            "machine": f"{cpu_info()[0]}, {platform.system()} {platform.machine()}, {os.cpu_count()} cores",
+            "hardware": hardware(device).to_dict()}
 
 
 def save_model(run_dir: str | os.PathLike[str], model: Classifier, name: str,

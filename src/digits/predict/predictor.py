@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from digits.errors import RunError
-from digits.precision import autocast, native_bf16
+from digits.hardware import hardware
+from digits.precision import autocast
 from digits.train.fast_mlp import is_small_mlp, use_threads
 
 
@@ -105,12 +106,14 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
 def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> str:
     """The number format to predict with: the one the model trained in (its config.json), when
     the device computes it natively; else fp32. A model trained under bf16 autocast reads the
-    same digits in bf16 (28,000 of 28,000 for kaggle-cnn), 4x faster on a CPU with AMX."""
+    same digits in bf16 (28,000 of 28,000 for kaggle-cnn)."""
     from digits.jsonfile import read_json
 
     config = Path(run_dir) / "config.json"
     trained = read_json(config).get("train", {}).get("precision", "fp32") if config.is_file() else "fp32"
-    return "bf16" if trained == "bf16" and native_bf16(torch.device(device)) else "fp32"
+    hw = hardware(torch.device(device))
+    native = {"bf16": hw.native_bf16, "fp16": hw.kind == "cuda" and (hw.fast_fp16 or hw.native_bf16)}
+    return trained if native.get(trained, False) else "fp32"
 
 
 def for_inference(model: nn.Module) -> nn.Module:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 # (early stopping and best-weights are fit()'s business; CUDA graphs do not apply on the CPU).
 HANDLED_FIELDS = frozenset({"model", "model_args", "epochs", "batch_size", "optimizer", "lr",
                             "optimizer_args", "val_split", "shuffle", "seed", "device", "early_stopping",
-                            "monitor", "restore_best", "cuda_graphs"})
+                            "monitor", "restore_best", "cuda_graphs", "precision"})
 # Optimizer arguments (build_optimizer's names) the hand-written updates implement.
 OPTIMIZER_ARGS = {"rmsprop": {"rho", "eps"}, "adam": {"betas", "eps"}, "sgd": {"momentum", "nesterov"}}
 PROGRESS_UPDATES = 50  # on_batch_end calls per epoch: enough for a smooth bar, cheap next to 650 steps
@@ -93,6 +93,8 @@ def can_fit_fast(model: nn.Module, config: TrainConfig, callbacks: Sequence[Call
     """Whether ``FastMlpEpochs`` computes exactly what the general loop would for this run."""
     if device is not None and device.type != "cpu":
         return False  # a GPU has its own answer to per-step overhead (CUDA graphs, in fit)
+    if config.precision not in ("fp32", "auto"):
+        return False  # the fused steps compute in fp32
     if any(getattr(config, f.name) != _default(f) for f in dataclasses.fields(config)
            if f.name not in HANDLED_FIELDS):
         return False
