@@ -42,7 +42,8 @@ def resolve_config(config: TrainConfig, hw: Hardware | torch.device) -> TrainCon
     hw = hw if isinstance(hw, Hardware) else hardware(hw)
     message = emulation_warning(config.precision, hw)
     if message:
-        warnings.warn(message.removeprefix("warning: "), DigitsWarning, stacklevel=2)
+        # stacklevel 1: one place of origin, so a config resolved twice in a process warns once
+        warnings.warn(message.removeprefix("warning: "), DigitsWarning, stacklevel=1)
     overhead_bound = False
     if config.precision == "auto" and hw.kind == "cpu":
         with torch.device("meta"):  # the architecture only: no memory, no random draws
