@@ -167,15 +167,9 @@ def _resume(args: argparse.Namespace) -> Path:
 
 
 def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
-    from digits.runs import new_run_dir
+    from digits.runs import claim_run_dir, new_run_dir
 
-    if out is None:
-        path = new_run_dir(name)
-    else:
-        path = Path(out)
-        if path.exists() and any(path.iterdir()):
-            raise RunError(f"{path}: already exists and is not empty; choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
+    path = new_run_dir(name) if out is None else claim_run_dir(out)
     created.append(path)
     return path
 
