@@ -22,6 +22,8 @@ def data(args: argparse.Namespace, created: list[Path]) -> int:
         from digits.data.prepare import prepare_kaggle_folder
 
         started = time.perf_counter()
+        if not Path(args.out).exists():
+            created.append(Path(args.out))  # a prepare that fails leaves no folder behind
         with DownloadProgress(console) as downloads:
             result = prepare_kaggle_folder(args.out, args.seed, tuple(args.sources),
                                            log=lambda m: console.print(f"  {m}"), on_bytes=downloads.update)
