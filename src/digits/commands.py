@@ -22,6 +22,8 @@ def data(args: argparse.Namespace, created: list[Path]) -> int:
         from digits.data.prepare import prepare_kaggle_folder
 
         started = time.perf_counter()
+        if not Path(args.out).exists():
+            created.append(Path(args.out))  # a prepare that fails leaves no folder behind
         with DownloadProgress(console) as downloads:
             result = prepare_kaggle_folder(args.out, args.seed, tuple(args.sources),
                                            log=lambda m: console.print(f"  {m}"), on_bytes=downloads.update)
@@ -171,15 +173,9 @@ def _resume(args: argparse.Namespace) -> Path:
 
 
 def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
-    from digits.runs import new_run_dir
+    from digits.runs import claim_run_dir, new_run_dir
 
-    if out is None:
-        path = new_run_dir(name)
-    else:
-        path = Path(out)
-        if path.exists() and any(path.iterdir()):
-            raise RunError(f"{path}: already exists and is not empty; choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
+    path = new_run_dir(name) if out is None else claim_run_dir(out)
     created.append(path)
     return path
 

@@ -20,6 +20,11 @@ class RunError(DigitsError):
     """A run directory is missing or incomplete."""
 
 
+class OutputError(DigitsError):
+    """An output cannot be written where it was asked: a folder, a path under a file, a full
+    or read-only disk."""
+
+
 class SubmissionError(DigitsError):
     """A submission would be rejected by Kaggle."""
 

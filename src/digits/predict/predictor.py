@@ -89,11 +89,12 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
     ``precision``: ``auto`` predicts each model in the precision it trained in where the
     device computes it natively (see ``inference_precision``), else fp32; or ``fp32``/``bf16``."""
     from digits.jsonfile import read_json
-    from digits.runs import load_model
+    from digits.runs import check_finished, load_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
+    check_finished(run_dir)  # an ensemble still training: named as a whole, not by its member
     tta, dirs = False, [run_dir]
     if (run_dir / "ensemble.json").is_file():
         spec = read_json(run_dir / "ensemble.json")
