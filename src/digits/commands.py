@@ -77,12 +77,21 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
         source = _data_path(args, "train")
         digits = load_kaggle_csv(source, kind="train")
         run_dir = _make_run_dir(args.out, name, created)
-        console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}")
+        console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}, "
+                      f"in {spec.config.precision} on {hardware_of(spec.config.device).describe()}")
         _train_into(spec, digits, run_dir, str(source))
         created.clear()
     if args.report:
         _report_on(run_dir)
     return _finish_train(args, run_dir)
+
+
+def hardware_of(device: str):
+    """The hardware facts of a configured device name (``auto`` included)."""
+    from digits.hardware import hardware
+    from digits.train.device import resolve_device
+
+    return hardware(resolve_device(device))
 
 
 def _finish_train(args: argparse.Namespace, run_dir: Path) -> int:
