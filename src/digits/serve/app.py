@@ -31,11 +31,10 @@ from digits.serve.middleware import (BodyLimitMiddleware, HeadAsGetMiddleware, H
                                      RequestLimitMiddleware, SecurityHeadersMiddleware)
 from digits.serve.preprocess import Limits, decode_image
 from digits.serve.reader import DigitReader
-from digits.serve.settings import AccessLogFormat
+from digits.serve.settings import MAX_REQUESTS, AccessLogFormat
 
 STATIC = Path(__file__).parent / "static"
 WORKERS = 4  # requests decoded and predicted at once; more only queue for the same 2-8 cores
-MAX_REQUESTS = 64  # in progress at once (reading, queued or predicting); past it 503, health excepted
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorOut, "description": text} for code, text in
     ((413, "body, image or batch too large"), (415, "unsupported content type or image format"),

@@ -53,7 +53,8 @@ def add_commands(sub: Any) -> None:
                        help="close an idle keep-alive connection after S seconds")
     guard.add_argument("--max-connections", type=_count, default=defaults.max_connections, metavar="N",
                        help="connections open at once; past N the one waiting longest without a request "
-                            "is closed to make room")
+                            "is closed to make room. Requests in progress are held to half of N (at most "
+                            "64; past that 503), so a health check always finds room")
     guard.add_argument("--shutdown-timeout", type=_seconds, default=defaults.shutdown_timeout_s, metavar="S",
                        help="on SIGTERM or Ctrl-C, requests in progress get S seconds to finish")
 

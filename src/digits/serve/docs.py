@@ -44,7 +44,7 @@ def add_docs(app: FastAPI, openapi_url: str = "/openapi.json") -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
         # ReDoc's bundle renders every <redoc spec-url> element by itself: no script of ours.
-        return HTMLResponse(_page(f"{title}: API (ReDoc)", "",
+        return HTMLResponse(_page(f"{title}: API (ReDoc)", "<style>body { margin: 0; }</style>",
                                   f'<redoc spec-url="{spec}"></redoc>'
                                   f'<script src="{ASSETS_URL}/redoc.standalone.js"></script>'))
 

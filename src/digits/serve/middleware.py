@@ -88,13 +88,13 @@ async def _answer(send: Send, status: int, detail: str, *extra: tuple[bytes, byt
     await send({"type": "http.response.body", "body": body})
 
 
-# The page and the API docs load nothing from elsewhere, run no inline script and may not be
-# framed. Swagger UI and ReDoc set inline styles (ReDoc through styled-components), and ReDoc
-# runs its search in a worker made from a blob: URL; the page itself needs neither.
+# Every page loads nothing from elsewhere, runs no inline script and may not be framed.
+# ReDoc alone writes <style> elements (styled-components) and runs its search in a worker
+# made from a blob: URL: its page gets those two, the draw-a-digit page and Swagger UI not.
 PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
                "form-action 'self'; frame-ancestors 'none'")
-DOCS_POLICY = PAGE_POLICY + "; style-src 'self' 'unsafe-inline'; worker-src 'self' blob:"
-DOCS_PATHS = ("/docs", "/redoc")
+REDOC_POLICY = PAGE_POLICY + "; style-src 'self' 'unsafe-inline'; worker-src 'self' blob:"
+REDOC_PATH = "/redoc"
 SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                     (b"x-frame-options", b"DENY"), (b"cross-origin-opener-policy", b"same-origin"))
 
@@ -109,7 +109,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = DOCS_POLICY if scope["path"] in DOCS_PATHS else PAGE_POLICY
+        policy = REDOC_POLICY if scope["path"] == REDOC_PATH else PAGE_POLICY
 
         async def guarded_send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -11,6 +11,7 @@ from typing import Literal
 
 AccessLogFormat = Literal["json", "text"]
 ACCESS_LOG_FORMATS: tuple[AccessLogFormat, ...] = ("json", "text")
+MAX_REQUESTS = 64  # in progress at once (reading, queued or predicting); past it 503, health excepted
 
 
 @dataclass(frozen=True)
@@ -23,3 +24,9 @@ class ConnectionLimits:
     keep_alive_s: float = 5.0         # an idle keep-alive connection is closed after this
     max_connections: int = 512        # open at once; past it the longest-waiting idle one is closed
     shutdown_timeout_s: float = 10.0  # on SIGTERM, requests in progress get this long to finish
+
+    @property
+    def max_requests(self) -> int:
+        """Requests in progress at once: at most ``MAX_REQUESTS`` and half the connections, so
+        that the other half are idle or free and a new connection (a health check) finds room."""
+        return max(1, min(MAX_REQUESTS, self.max_connections // 2))
