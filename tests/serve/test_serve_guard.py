@@ -117,8 +117,11 @@ def test_hundreds_of_idle_sockets_never_lock_out_the_health_check(served):
 def test_a_socket_that_sends_nothing_is_closed_silently_after_the_header_timeout(served):
     with _connect(served["port"]) as sock:
         started = time.monotonic()
-        assert _answer(sock) == b""
-        assert HEADER_TIMEOUT <= time.monotonic() - started < HEADER_TIMEOUT + 5
+        reply = _answer(sock)
+        elapsed = time.monotonic() - started
+    assert reply == b""
+    # The server's clock starts at accept, a little before this test's: allow for that.
+    assert HEADER_TIMEOUT - 0.1 <= elapsed < HEADER_TIMEOUT + 5, elapsed
 
 
 def test_headers_sent_a_byte_at_a_time_are_answered_408_and_closed_at_the_header_timeout(served):
