@@ -45,7 +45,6 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,8 +86,8 @@ def run(command: list[str], settings: Settings, cwd: Path, kill_after: float | N
 
     with tempfile.TemporaryFile("w+") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                env=settings.env, preexec_fn=limit_memory)
+        proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, env=settings.env, preexec_fn=limit_memory)
         stop_at = started + (kill_after if kill_after is not None else settings.timeout)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -264,9 +263,9 @@ def bad_file_cases(work: Path, run_dir: Path, quick: bool) -> list[tuple[str, li
         if quick and name not in picks:
             continue
         cases.append((f"data check: {name}", digits_command("data", "check", str(path)), str(path)))
-        cases.append((f"train: {name}", digits_command("train", "--train", str(path), "--model", "tutorial-mlp",
-                                                      "--epochs", "1", "--no-report", "-q", "--out",
-                                                      "OUT/run"), str(path)))
+        cases.append((f"train: {name}", digits_command("train", "--train", str(path), "--model",
+                                                      "tutorial-mlp", "--epochs", "1", "--no-report", "-q",
+                                                      "--out", "OUT/run"), str(path)))
     for name, path in test_files.items():
         if quick and name not in picks:
             continue
@@ -352,7 +351,8 @@ MODEL_DAMAGE: dict[str, Callable[[Path], None]] = {
     "architecture a number": _edit_json("model.json", _set("architecture", 5)),
     "args a list": _edit_json("model.json", _set("args", [1, 2])),
     "normalization a string": _edit_json("model.json", _set("normalization", "none")),
-    "hidden 10**9": _edit_json("model.json", lambda d: {**d, "architecture": "mlp", "args": {"hidden": [10**9]}}),
+    "hidden 10**9": _edit_json("model.json",
+                               lambda d: {**d, "architecture": "mlp", "args": {"hidden": [10**9]}}),
     "parameters a string": _edit_json("model.json", _set("parameters", "many")),
     "model.json nested 100,000 deep": _write("model.json", _deep(100_000)),
     "metrics.json final a list": _edit_json("metrics.json", _set("final", [1])),
@@ -371,7 +371,8 @@ RESUME_DAMAGE: dict[str, Callable[[Path], None]] = {
     "state.json optimizer a string": _edit_json("checkpoint/state.json", _set("optimizer", "adam")),
     "state.json epoch a string": _edit_json("checkpoint/state.json", _set("epoch", "three")),
     "state.json nested 100,000 deep": _write("checkpoint/state.json", _deep(100_000)),
-    "config.json without data": _edit_json("config.json", lambda d: {k: v for k, v in d.items() if k != "data"}),
+    "config.json without data": _edit_json("config.json",
+                                           lambda d: {k: v for k, v in d.items() if k != "data"}),
     "config.json train a list": _edit_json("config.json", _set("train", [])),
 }
 
@@ -387,8 +388,10 @@ def damaged_run_cases(work: Path, run_dir: Path, resumable: Path | None, setting
         shutil.copytree(run_dir, damaged, symlinks=True)
         damage(damaged)
         cases.append((f"predict: {name}", digits_command("predict", str(damaged), "--test",
-                                                         str(FIXTURES / "test.csv"), "--out", "OUT/sub.csv"), ""))
-        cases.append((f"report: {name}", digits_command("report", str(damaged), "--out", "OUT/report.html"), ""))
+                                                         str(FIXTURES / "test.csv"), "--out", "OUT/sub.csv"),
+                      ""))
+        cases.append((f"report: {name}", digits_command("report", str(damaged), "--out", "OUT/report.html"),
+                      ""))
         cases.append((f"serve: {name}", ["SERVE", str(damaged)], ""))
     if resumable is not None:
         for name, damage in RESUME_DAMAGE.items():
@@ -397,11 +400,13 @@ def damaged_run_cases(work: Path, run_dir: Path, resumable: Path | None, setting
             damaged = work / "damaged-resume" / re.sub(r"\W+", "-", name)
             shutil.copytree(resumable, damaged, symlinks=True)
             damage(damaged)
-            cases.append((f"train --resume: {name}", digits_command("train", "--resume", str(damaged), "-q"), ""))
+            cases.append((f"train --resume: {name}", digits_command("train", "--resume", str(damaged), "-q"),
+                          ""))
     return cases
 
 
-def run_damaged(cases: list[tuple[str, list[str], str]], work: Path, settings: Settings, jobs: int) -> list[Outcome]:
+def run_damaged(cases: list[tuple[str, list[str], str]], work: Path, settings: Settings,
+                jobs: int) -> list[Outcome]:
     """Like ``run_refusals``; ``serve`` cases fail when the server comes up and answers."""
     plain = [c for c in cases if c[1][0] != "SERVE"]
     outcomes = run_refusals("damaged runs", plain, work, settings, jobs)
@@ -410,8 +415,9 @@ def run_damaged(cases: list[tuple[str, list[str], str]], work: Path, settings: S
         name, (_, damaged), _ = case
         port = free_port()
         with tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(digits_command("serve", damaged, "--port", str(port)), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=err, env=settings.env,
+            proc = subprocess.Popen(digits_command("serve", damaged, "--port", str(port)),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    env=settings.env,
                                     preexec_fn=lambda: resource.setrlimit(
                                         resource.RLIMIT_AS, (int(settings.memory_gb * 2**30),) * 2))
             deadline, answered = time.monotonic() + min(settings.timeout, 30), False
@@ -428,8 +434,8 @@ def run_damaged(cases: list[tuple[str, list[str], str]], work: Path, settings: S
         if answered:
             return Outcome("damaged runs", name, "served the damaged run (health answered 200)")
         ran = Ran(proc.returncode if proc.returncode >= 0 else None, text, 0.0, 0.0, proc.returncode < 0)
-        return Outcome("damaged runs", name, refusal_problem(ran, Settings(min(settings.timeout, 30), settings.memory_gb),
-                                                             set(), None))
+        limits = Settings(min(settings.timeout, 30), settings.memory_gb)
+        return Outcome("damaged runs", name, refusal_problem(ran, limits, set(), None))
 
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         outcomes += list(pool.map(serve_case, [c for c in cases if c[1][0] == "SERVE"]))
@@ -510,8 +516,8 @@ def client_cases(port: int) -> list[tuple[str, Callable[[], str | None]]]:
         return None if status == 200 else f"health answered {status} after {what}"
 
     def slow_header() -> str | None:
-        return timed(lambda s: _trickle(s, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 300),
-                     "headers a byte every 0.1 s")
+        request = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 300
+        return timed(lambda s: _trickle(s, request), "headers a byte every 0.1 s")
 
     def slow_body() -> str | None:
         return timed(lambda s: (s.sendall(UPLOAD), _trickle(s, b"x" * 1000)), "a body a byte every 0.1 s")
@@ -520,7 +526,8 @@ def client_cases(port: int) -> list[tuple[str, Callable[[], str | None]]]:
         return timed(lambda s: None, "a socket that sends nothing")
 
     def cut_off() -> str | None:
-        for body in (b"x" * 1000, b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\nab"):
+        multipart = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nab'
+        for body in (b"x" * 1000, multipart):
             kind = b"image/png" if body.startswith(b"x") else b"multipart/form-data; boundary=b"
             with connect() as sock:
                 sock.sendall(UPLOAD.replace(b"image/png", kind) + body)
@@ -555,7 +562,7 @@ def client_cases(port: int) -> list[tuple[str, Callable[[], str | None]]]:
         with connect() as sock:
             sock.sendall(UPLOAD.replace(b"100000", b"52428800"))
             reply = _answer(sock)
-        return None if reply.startswith(b"HTTP/1.1 413") else f"a 50 MB Content-Length answered {reply[:20]!r}"
+        return None if reply.startswith(b"HTTP/1.1 413") else f"50 MB Content-Length answered {reply[:20]!r}"
 
     return [("300 idle sockets", idle_sockets), ("a socket that sends nothing", silent),
             ("slow headers", slow_header), ("slow body", slow_body), ("uploads cut off", cut_off),
@@ -567,7 +574,8 @@ def run_clients(run_dir: Path, work: Path, settings: Settings) -> list[Outcome]:
     family = "slow clients"
     stderr = work / "serve-stderr.txt"
     port = free_port()
-    flags = ["--header-timeout", str(DEADLINE), "--body-timeout", str(DEADLINE), "--shutdown-timeout", str(DEADLINE)]
+    flags = ["--header-timeout", str(DEADLINE), "--body-timeout", str(DEADLINE),
+             "--shutdown-timeout", str(DEADLINE)]
     proc = subprocess.Popen(digits_command("serve", str(run_dir), "--port", str(port), *flags),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr.open("w"),
                             env=settings.env)
@@ -575,7 +583,8 @@ def run_clients(run_dir: Path, work: Path, settings: Settings) -> list[Outcome]:
         deadline = time.monotonic() + 60
         while health(port, timeout=1) != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
-                return [Outcome(family, "start-up", f"digits serve did not come up: {stderr.read_text()[-200:]}")]
+                why = f"digits serve did not come up: {stderr.read_text()[-200:]}"
+                return [Outcome(family, "start-up", why)]
             time.sleep(0.2)
         outcomes = []
         for name, check in client_cases(port):
@@ -614,21 +623,25 @@ def leftovers(folder: Path) -> list[str]:
 def run_kills(work: Path, run_dir: Path, settings: Settings, kills: int, seed: int) -> list[Outcome]:
     """SIGKILL each writing command at seeded random moments, then check what it left and rerun."""
     family, rng = "kills", random.Random(seed)
-    submission_in_run = lambda case: case / "run" / "submission.csv"  # noqa: E731  (score writes score.json beside it)
-    commands: dict[str, tuple[Callable[[Path], list[str]], Callable[[Path], list[str]], Callable[[Path], list[Path]]]] = {
+    # Per command: how to run it in a case folder, how to rerun it (None: the same), what it writes.
+    # score writes score.json beside a submission in a run directory.
+    commands: dict[str, tuple[Callable[[Path], list[str]], Callable[[Path], list[str]] | None,
+                              Callable[[Path], list[Path]]]] = {
         "data prepare": (lambda c: digits_command("data", "prepare", "--out", str(c / "data")),
                          lambda c: digits_command("data", "prepare", "--out", str(c / "data")),
                          lambda c: [c / "data" / n for n in ("train.csv", "test.csv", "solution.csv")]),
-        "train": (lambda c: digits_command("train", "--train", str(FIXTURES / "train.csv"), "--model", "tutorial-mlp",
-                                           "--epochs", "3", "-q", "--out", str(c / "trained")),
+        "train": (lambda c: digits_command("train", "--train", str(FIXTURES / "train.csv"), "--model",
+                                           "tutorial-mlp", "--epochs", "3", "-q",
+                                           "--out", str(c / "trained")),
                   lambda c: digits_command("train", "--resume", str(c / "trained"), "-q"),
                   lambda c: [c / "trained" / n for n in ("model.json", "model.safetensors", "metrics.json")]),
         "predict": (lambda c: digits_command("predict", str(run_dir), "--test", str(FIXTURES / "test.csv"),
                                              "--out", str(c / "submission.csv")),
                     None, lambda c: [c / "submission.csv"]),
-        "report": (lambda c: digits_command("report", str(c / "run"), "--out", str(c / "report" / "report.html")),
+        "report": (lambda c: digits_command("report", str(c / "run"), "--out",
+                                            str(c / "report" / "report.html")),
                    None, lambda c: [c / "report" / "report.html"]),
-        "score": (lambda c: digits_command("score", str(submission_in_run(c)), "--solution",
+        "score": (lambda c: digits_command("score", str(c / "run" / "submission.csv"), "--solution",
                                            str(FIXTURES / "solution.csv")),
                   None, lambda c: [c / "run" / "score.json"]),
         "export": (lambda c: digits_command("export", str(c / "run"), "--out", str(c / "model.onnx")),
@@ -640,7 +653,8 @@ def run_kills(work: Path, run_dir: Path, settings: Settings, kills: int, seed: i
         _prepare_case(clean, run_dir)
         timing = run(command(clean), settings, clean)
         if timing.code != 0:
-            outcomes.append(Outcome(family, f"{name}: a clean run", f"exit {timing.code}: {timing.stderr[-200:]}"))
+            why = f"exit {timing.code}: {timing.stderr[-200:]}"
+            outcomes.append(Outcome(family, f"{name}: a clean run", why))
             continue
         for k in range(kills):
             case = work / "kills" / f"{name.replace(' ', '-')}-{k}"
@@ -656,7 +670,8 @@ def run_kills(work: Path, run_dir: Path, settings: Settings, kills: int, seed: i
                     problem = f"the rerun exits {again.code}: {(again.stderr.splitlines() or [''])[-1][:120]}"
                 else:
                     problem = _after_kill(case, outputs(case), all_present=True)
-            outcomes.append(Outcome(family, f"{name}: SIGKILL at {moment:.2f} s of {timing.seconds:.2f}", problem))
+            case_name = f"{name}: SIGKILL at {moment:.2f} s of {timing.seconds:.2f}"
+            outcomes.append(Outcome(family, case_name, problem))
     return outcomes
 
 
@@ -752,7 +767,7 @@ def table(outcomes: list[Outcome]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a subset of each family (under a minute or two)")
+    parser.add_argument("--quick", action="store_true", help="a subset of each family")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the outcomes here (atomically)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--jobs", type=int, default=2, help="commands run at once")
@@ -772,10 +787,10 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         run_dir, resumable = train_tiny_run(work, settings)
         steps = {
-            "files": lambda: run_refusals("bad files", bad_file_cases(work, run_dir, args.quick), work, settings,
-                                          args.jobs),
-            "runs": lambda: run_damaged(damaged_run_cases(work, run_dir, resumable, settings, args.quick), work,
-                                        settings, args.jobs),
+            "files": lambda: run_refusals("bad files", bad_file_cases(work, run_dir, args.quick), work,
+                                          settings, args.jobs),
+            "runs": lambda: run_damaged(damaged_run_cases(work, run_dir, resumable, settings, args.quick),
+                                        work, settings, args.jobs),
             "clients": lambda: run_clients(run_dir, work, settings),
             "kills": lambda: run_kills(work, run_dir, settings, 1 if args.quick else 3, args.seed),
         }

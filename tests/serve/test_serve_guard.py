@@ -33,7 +33,8 @@ def _free_port() -> int:
 
 
 def _health(port: int, host: str | None = None) -> int:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/health", headers={"Host": host} if host else {})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/health",
+                                     headers={"Host": host} if host else {})
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
             return answer.status
@@ -43,8 +44,8 @@ def _health(port: int, host: str | None = None) -> int:
 
 def _start(run_dir: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, int]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "digits.cli", "serve", str(run_dir), "--port", str(port), *flags],
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    command = [sys.executable, "-m", "digits.cli", "serve", str(run_dir), "--port", str(port), *flags]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -63,7 +64,8 @@ def served(run_dir, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("served")
     access, stderr = folder / "access.jsonl", folder / "stderr.txt"
     proc, port = _start(run_dir, stderr, "--header-timeout", str(HEADER_TIMEOUT), "--body-timeout",
-                        str(BODY_TIMEOUT), "--max-connections", str(MAX_CONNECTIONS), "--access-log", str(access))
+                        str(BODY_TIMEOUT), "--max-connections", str(MAX_CONNECTIONS),
+                        "--access-log", str(access))
     yield {"port": port, "access": access, "stderr": stderr}
     proc.terminate()
     proc.wait(timeout=20)
@@ -167,7 +169,8 @@ def test_health_is_answered_while_every_request_slot_is_held_by_slow_uploads(ser
     port = served["port"]
     slow = []
     try:
-        for _ in range(ConnectionLimits(max_connections=MAX_CONNECTIONS).max_requests):  # each sends its headers, then holds its body back
+        # Each sends its headers, then holds its body back.
+        for _ in range(ConnectionLimits(max_connections=MAX_CONNECTIONS).max_requests):
             sock = _connect(port)
             sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                          b"Content-Length: 1000\r\n\r\n")
@@ -185,7 +188,8 @@ def test_health_is_answered_while_every_request_slot_is_held_by_slow_uploads(ser
 
 def test_a_client_gone_mid_upload_is_one_access_log_line_and_no_traceback(served):
     port = served["port"]
-    for body_start in (b"x" * 1000, b"--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\nab"):
+    multipart = b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nab'
+    for body_start in (b"x" * 1000, multipart):
         kind = b"image/png" if body_start.startswith(b"x") else b"multipart/form-data; boundary=xx"
         with _connect(port) as sock:
             sock.sendall(b"POST /api/predict?gone=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + kind +
@@ -260,8 +264,9 @@ def test_the_api_docs_render_in_a_browser_from_the_server_alone_under_its_csp(se
             page = browser.new_page()
             loaded: list[str] = []
             page.on("requestfinished", lambda request, loaded=loaded: loaded.append(request.url))
-            page.add_init_script("window.violations = []; document.addEventListener('securitypolicyviolation',"
-                                 " e => window.violations.push(e.violatedDirective + ' ' + e.blockedURI))")
+            page.add_init_script("window.violations = []; document.addEventListener("
+                                 "'securitypolicyviolation', "
+                                 "e => window.violations.push(e.violatedDirective + ' ' + e.blockedURI))")
             page.goto(base + path)
             page.wait_for_selector(rendered, timeout=20_000)
             assert page.locator(rendered).count() >= 3, path  # health, model, predict

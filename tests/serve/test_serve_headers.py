@@ -108,7 +108,8 @@ def test_which_host_names_are_answered_depends_on_the_address_bound():
     assert answered_hosts("127.0.0.1", ["digits.example"])[-1] == "digits.example"
     assert answered_hosts("127.0.0.1", ["*"]) is None
     assert answered_hosts("0.0.0.0") is None  # opened to the network: any name, unless told
-    assert answered_hosts("0.0.0.0", ["digits.example"]) == ["localhost", "127.0.0.1", "[::1]", "digits.example"]
+    assert answered_hosts("0.0.0.0", ["digits.example"]) == ["localhost", "127.0.0.1", "[::1]",
+                                                             "digits.example"]
 
 
 def test_a_foreign_host_is_told_which_names_are_answered(reader):

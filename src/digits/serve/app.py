@@ -43,7 +43,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def create_app(reader: DigitReader, limits: Limits | None = None, *,
                allowed_hosts: Sequence[str] | None = None, max_requests: int = MAX_REQUESTS,
-               access_log: logging.Logger | None = None, access_log_format: AccessLogFormat = "json") -> ASGIApp:
+               access_log: logging.Logger | None = None,
+               access_log_format: AccessLogFormat = "json") -> ASGIApp:
     """The app serving ``reader``'s model under ``limits`` (default: :class:`Limits`).
 
     ``allowed_hosts``: the Host names answered (any port), None for any; ``max_requests``:

@@ -114,8 +114,8 @@ class SecurityHeadersMiddleware:
         async def guarded_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                added = [(name, value) for name, value in
-                         ((b"content-security-policy", policy.encode()), *SECURITY_HEADERS) if name not in present]
+                wanted = ((b"content-security-policy", policy.encode()), *SECURITY_HEADERS)
+                added = [(name, value) for name, value in wanted if name not in present]
                 message = {**message, "headers": [*message.get("headers", []), *added]}
             await send(message)
 
@@ -143,7 +143,8 @@ class HostCheckMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        raw = next((value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"host"), None)
+        raw = next((value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"host"),
+                   None)
         if raw is not None and host_name(raw) in self.allowed:
             await self.app(scope, receive, send)
             return

@@ -112,7 +112,8 @@ class GuardedH11Protocol(H11Protocol):
     def _due(self) -> float:
         if self.phase == "headers":
             return self.phase_started + self.limits.header_timeout_s
-        return self.phase_started + self.limits.body_timeout_s + self.body_received / self.limits.min_body_rate
+        allowance = self.body_received / self.limits.min_body_rate
+        return self.phase_started + self.limits.body_timeout_s + allowance
 
     def _expire(self) -> None:
         self.deadline = None
@@ -124,7 +125,8 @@ class GuardedH11Protocol(H11Protocol):
         self._close(None if sent_nothing else TIMEOUT_ANSWER)
 
     def _make_room(self) -> None:
-        waiting = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c.waiting and c is not self]
+        waiting = [c for c in self.connections
+                   if isinstance(c, GuardedH11Protocol) and c.waiting and c is not self]
         if waiting:
             min(waiting, key=lambda c: c.phase_started)._close(None)
         else:  # every other connection has a request in progress: this one waits for nothing

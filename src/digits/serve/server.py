@@ -44,7 +44,8 @@ def run_server(run_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: i
     if runtime == "torch":
         _one_thread_per_request()
     app = create_app(reader, limits, allowed_hosts=answered_hosts(host, allowed_hosts),
-                     max_requests=connections.max_requests, access_log=logger, access_log_format=access_log_format)
+                     max_requests=connections.max_requests, access_log=logger,
+                     access_log_format=access_log_format)
     sys.stderr.write(f"digits: serving {reader.summary.architecture} ({reader.summary.version}, "
                      f"{runtime}) on http://{_url_host(host)}:{port}/\n")
     uvicorn.run(app, host=host, port=port, http=protocol_factory(connections), ws="none",
