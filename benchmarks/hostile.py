@@ -631,7 +631,7 @@ def run_kills(work: Path, run_dir: Path, settings: Settings, kills: int, seed: i
                          lambda c: digits_command("data", "prepare", "--out", str(c / "data")),
                          lambda c: [c / "data" / n for n in ("train.csv", "test.csv", "solution.csv")]),
         "train": (lambda c: digits_command("train", "--train", str(FIXTURES / "train.csv"), "--model",
-                                           "tutorial-mlp", "--epochs", "3", "-q",
+                                           "tutorial-mlp", "--epochs", "2", "--no-report", "-q",
                                            "--out", str(c / "trained")),
                   lambda c: digits_command("train", "--resume", str(c / "trained"), "-q"),
                   lambda c: [c / "trained" / n for n in ("model.json", "model.safetensors", "metrics.json")]),
