@@ -12,10 +12,11 @@ The rules are pure functions of the facts (``describe_cpu``, ``describe_cuda``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -159,6 +160,24 @@ def emulation_warning(requested: str, hw: Hardware) -> str | None:
     if requested == "fp16" and hw.kind == "cuda" and not (hw.fast_fp16 or hw.native_bf16):
         return f"warning: fp16 runs at a fraction of fp32's rate on {hw.name}; use --precision auto (or fp32)"
     return None
+
+
+# Parameters below which one CPU thread runs a model's steps faster than several: its matmuls
+# take microseconds, less than waking (or, on a busy machine, waiting for) a second thread.
+SMALL_MODEL = 200_000
+
+
+@contextlib.contextmanager
+def use_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` intra-op threads, then restore the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cpu_info() -> tuple[str, set[str]]:

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from digits.errors import RunError
-from digits.hardware import hardware
+from digits.hardware import hardware, use_threads
 from digits.precision import autocast
-from digits.train.fast_mlp import is_small_mlp, use_threads
+from digits.train.fast_mlp import is_small_mlp
 
 
 def tta_views(pixels: torch.Tensor) -> list[torch.Tensor]:

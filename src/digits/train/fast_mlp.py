@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digits.hardware import SMALL_MODEL, use_threads
 from digits.models.layers import Classifier
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
@@ -45,7 +46,6 @@ HANDLED_FIELDS = frozenset({"model", "model_args", "epochs", "batch_size", "opti
 # Optimizer arguments (build_optimizer's names) the hand-written updates implement.
 OPTIMIZER_ARGS = {"rmsprop": {"rho", "eps"}, "adam": {"betas", "eps"}, "sgd": {"momentum", "nesterov"}}
 PROGRESS_UPDATES = 50  # on_batch_end calls per epoch: enough for a smooth bar, cheap next to 650 steps
-SMALL_MODEL = 200_000  # parameters; below this one thread beats two (thread wake-up > matmul time)
 
 
 def mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
@@ -75,17 +75,6 @@ def is_small_mlp(model: nn.Module) -> bool:
     take microseconds, less than waking (or, on a busy machine, waiting for) a second thread."""
     layers = mlp_layers(model)
     return layers is not None and sum(p.numel() for layer in layers for p in layer.parameters()) < SMALL_MODEL
-
-
-@contextmanager
-def use_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` intra-op threads, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def can_fit_fast(model: nn.Module, config: TrainConfig, callbacks: Sequence[Callback] = (),
