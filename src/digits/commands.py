@@ -7,6 +7,7 @@ quick commands (``score``, ``data check`` on a submission) start fast.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def data(args: argparse.Namespace, created: list[Path]) -> int:
         started = time.perf_counter()
         with DownloadProgress(console) as downloads:
             result = prepare_kaggle_folder(args.out, args.seed, tuple(args.sources),
-                                           log=lambda m: console.print(f"  {m}"), on_bytes=downloads.update)
+                                           log=lambda m: console.print(f"  {m}"), on_bytes=downloads.update,
+                                           force=args.force)
         print_summary(f"data ready in {result.folder} ({time.perf_counter() - started:.1f} s)",
                       {path.name: path for path in result.files})
         return 0
@@ -212,11 +214,15 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
 def score(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits score SUBMISSION --solution SOLUTION``: accuracy, as Kaggle computes it; recorded
     in the run directory the submission lies in, for its report."""
-    from digits.predict.scores import record_score
+    from digits.predict.scores import check_not_trained_on, record_score
     from digits.predict.submission import count_correct
     from digits.results import score_result
 
-    result = score_result(args.submission, args.solution, *count_correct(args.submission, args.solution))
+    counts = count_correct(args.submission, args.solution)  # both files valid before anything else
+    warning = check_not_trained_on(args.submission, args.solution)
+    if warning:
+        sys.stderr.write(f"digits: {warning}\n")
+    result = score_result(args.submission, args.solution, *counts)
     recorded = record_score(args.submission, args.solution, result["accuracy"])
     return finish(args, "score", result, {"recorded": recorded} if recorded else {},
                   f"score: {result['accuracy']:.5f}")
