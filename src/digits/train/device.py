@@ -20,7 +20,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError:
         raise DigitsError(f"--device: unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DigitsError("--device cuda: no CUDA GPU is available here")
+        raise DigitsError(f"--device {name}: no CUDA GPU is available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DigitsError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                          f"numbered from 0")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DigitsError("--device mps: Apple MPS is not available here")
     return device

@@ -63,6 +63,9 @@ def run_tune(args: argparse.Namespace, created: list[Path]) -> int:
     # Before torch is imported: OpenMP threads that spin while waiting for each other collapse
     # when the cores are shared (workers, other jobs): 10x slower steps were measured here.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from digits.train.device import resolve_device
+
+    resolve_device(args.device)  # here, once: not as a failure in every trial of the study
     if args.grid:
         return _run_grid(args, created)
     return _run_search(args, created)
