@@ -119,3 +119,50 @@ def test_tutorial_without_data_says_how_to_get_it(tmp_path, cli):
     result = cli("tutorial", "--data", tmp_path / "empty", "--out", tmp_path / "tut")
     assert result.code == 2 and "digits data prepare" in result.err
     assert not (tmp_path / "tut").exists()
+
+
+def test_a_folder_given_as_train_file_suggests_data(tmp_path, kaggle_dir, cli):
+    result = cli("train", "--train", kaggle_dir, "--out", tmp_path / "run")
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert f"{kaggle_dir}: is a folder" in result.err and f"use --data {kaggle_dir}" in result.err
+
+
+def test_a_file_given_as_data_folder_suggests_train(tmp_path, kaggle_dir, cli):
+    result = cli("train", "--data", kaggle_dir / "train.csv", "--out", tmp_path / "run")
+    assert result.code == 2 and f"is a file, not a folder; to read it, use --train {kaggle_dir / 'train.csv'}" \
+        in result.err
+
+
+def test_missing_default_data_folder_says_how_to_make_it(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", "--out", tmp_path / "run")
+    assert result.code == 2 and "data/train.csv: no such file" in result.err
+    assert "digits data prepare --out data" in result.err and "make data" in result.err
+
+
+def test_missing_data_below_the_repository_root_points_at_its_data_folder(tmp_path, kaggle_dir, cli, monkeypatch):
+    (kaggle_dir.parent / "notebooks").mkdir()
+    monkeypatch.chdir(kaggle_dir.parent / "notebooks")
+    result = cli("train", "--out", tmp_path / "run")
+    assert result.code == 2 and "pass --data ../data" in result.err
+
+
+def test_a_named_pipe_given_as_data_file_says_what_it_is(tmp_path, cli):
+    import os
+
+    fifo = tmp_path / "train.csv"
+    os.mkfifo(fifo)
+    result = cli("train", "--train", fifo, "--out", tmp_path / "run")
+    assert result.code == 2 and "is a named pipe (FIFO), not a file" in result.err
+
+
+@pytest.mark.parametrize("args, suggestion", [
+    (["trian"], "did you mean 'train'"),
+    (["train", "--model", "tutorial-mpl"], "did you mean 'tutorial-mlp'?"),
+    (["train", "--preset", "fats"], "did you mean 'fast'?"),
+    (["train", "--optimizer", "adm"], "did you mean 'adam'"),
+    (["tune", "--space", "tinny"], "did you mean 'tiny'?"),
+], ids=" ".join)
+def test_typos_get_a_did_you_mean(tmp_path, cli, args, suggestion):
+    result = cli(*args, "--train", FIXTURES / "train.csv", "--out", tmp_path / "out")
+    assert result.code == 2 and result.err.count("\n") == 1 and suggestion in result.err, result.err

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from digits import __version__
-from digits.errors import DigitsError
+from digits.errors import DigitsError, did_you_mean
 from digits.helpformat import HelpFormatter
 from digits.output import add_output_flags, output_mode
 from digits.serve import commands as serve_commands
@@ -25,8 +25,18 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, not a usage block."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {message}{_suggestion(message)}\n")
         raise SystemExit(2)
+
+
+def _suggestion(message: str) -> str:
+    """For argparse's "invalid choice: 'trian' (choose from 'train', ...)": "; did you mean 'train'?"."""
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not found:
+        return ""
+    return did_you_mean(found[1], re.findall(r"'([^']*)'", found[2]))
 
 
 def _number(kind: type, accept: Callable[[float], bool], expected: str) -> Callable[[str], Any]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from digits.console import console
-from digits.errors import DataError, RunError
+from digits.errors import RunError
 from digits.output import finish, print_summary, run_files, wants_json
 
 
@@ -37,8 +37,9 @@ def _check_file(path: Path) -> int:
     from digits.data.kaggle import load_kaggle_csv
     from digits.predict.submission import read_submission
 
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    from digits.data.paths import require_file
+
+    require_file(path)
     if _first_line(path).startswith("ImageId"):
         labels = read_submission(path)
         console.print(f"{path}: submission, {len(labels)} rows, ImageId 1..{len(labels)}")
@@ -183,8 +184,9 @@ def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
 
 
 def _data_path(args: argparse.Namespace, kind: str) -> Path:
-    given = getattr(args, kind)
-    return Path(given) if given else Path(args.data) / f"{kind}.csv"
+    from digits.data.paths import data_file
+
+    return data_file(getattr(args, kind), args.data, kind)
 
 
 def predict(args: argparse.Namespace, created: list[Path]) -> int:
@@ -311,10 +313,11 @@ def tutorial(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.results import tutorial_result
     from digits.tutorial import TUTORIAL, run_tutorial
 
+    from digits.data.paths import data_file
+
     data_dir = Path(args.data)
-    for name in ("train.csv", "test.csv"):
-        if not (data_dir / name).is_file():
-            raise DataError(f"{data_dir / name}: missing; run `digits data prepare --out {data_dir}` first")
+    for kind in ("train", "test"):
+        data_file(None, data_dir, kind)
     load_kaggle_csv(data_dir / "train.csv", kind="train")  # validate before creating anything
     run_dir = _make_run_dir(args.out, "tutorial", created)
     started = time.perf_counter()

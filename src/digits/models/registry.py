@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from digits.errors import ModelError
+from digits.errors import ModelError, did_you_mean
 from digits.models.layers import Classifier
 
 
@@ -55,7 +55,8 @@ def get_model_info(name: str) -> ModelInfo:
     """The registry entry for ``name``, or a ModelError listing the known names."""
     _load_builtin_models()
     if name not in _REGISTRY:
-        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+        raise ModelError(f"unknown model {name!r}{did_you_mean(name, _REGISTRY)}; "
+                         f"known models: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
