@@ -78,3 +78,15 @@ def data_file(file: str | os.PathLike[str] | None, folder: str | os.PathLike[str
     if not path.exists():
         raise DataError(f"{path}: no such file; {prepare_hint(folder)}")
     return require_file(path)
+
+
+def locate_data_folder(given: str | os.PathLike[str] | None = None) -> Path:
+    """``given``, or the nearest ``data/`` holding train.csv in the working folder or above it
+    (so a notebook finds the repository's data from ``notebooks/`` as from the root); a
+    DataError saying how to make it when there is none."""
+    folder = Path(given) if given else find_data_folder()
+    if folder is None:
+        raise DataError(f"{DATA_FOLDER}/train.csv: not here ({Path.cwd()}) nor in a folder above; make it with "
+                        "`make data` at the repository root (or `digits data prepare --out data`)")
+    data_file(None, folder, "train")
+    return folder
