@@ -45,6 +45,7 @@ def test_default_run_directory_is_timestamped_under_runs(tmp_path, cli, monkeypa
 
 BAD_FLAGS = [
     ["train", "--epochs", "-1"],
+    ["train", "--epochs", "0"],
     ["train", "--batch-size", "0"],
     ["train", "--val-split", "1.5"],
     ["train", "--lr", "fast"],
@@ -166,3 +167,25 @@ def test_a_named_pipe_given_as_data_file_says_what_it_is(tmp_path, cli):
 def test_typos_get_a_did_you_mean(tmp_path, cli, args, suggestion):
     result = cli(*args, "--train", FIXTURES / "train.csv", "--out", tmp_path / "out")
     assert result.code == 2 and result.err.count("\n") == 1 and suggestion in result.err, result.err
+
+
+def test_a_run_without_validation_says_it_has_no_held_out_score_and_how_to_get_one(tmp_path, kaggle_dir, cli):
+    run = tmp_path / "run"
+    result = cli("train", "--data", kaggle_dir, "--epochs", "1", "--val-split", "0", "--label-smoothing", "0.1",
+                 "--out", run)
+    assert result.code == 0, result.err
+    done = [line for line in result.out.splitlines() if line.startswith("done:")]
+    assert done and "no held-out score: no validation rows (val_split 0)" in done[0]
+    assert "under label smoothing 0.1) is not a test score" in done[0]
+    assert f"digits score {run / 'submission.csv'} --solution {kaggle_dir / 'solution.csv'}" in result.out
+    page = (run / "report" / "report.html").read_text()
+    assert "no held-out score: no validation rows" in page and "not scored" not in page
+    assert "One epoch: no curves to draw" in page and "curves.png" not in page
+
+
+def test_a_cpu_run_records_cuda_graphs_off_as_it_trained(tmp_path, kaggle_dir, cli):
+    run = tmp_path / "run"
+    result = cli("train", "--data", kaggle_dir, "--epochs", "1", "--cuda-graphs", "--device", "cpu",
+                 "--out", run, "--no-report")
+    assert result.code == 0, result.err
+    assert json.loads((run / "config.json").read_text())["train"]["cuda_graphs"] is False

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="builder argument, JSON value (e.g. hidden=[512,256])")
     _add_data_flags(train, "train")
-    train.add_argument("--epochs", type=_non_negative_int, metavar="N", help="default 25")
+    train.add_argument("--epochs", type=_positive_int, metavar="N", help="default 25")
     train.add_argument("--batch-size", type=_positive_int, metavar="N", help="default 64")
     train.add_argument("--optimizer", choices=["sgd", "rmsprop", "adam", "adamw"], help="default rmsprop")
     train.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate, default 0.001")

@@ -135,10 +135,28 @@ def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) 
         console.print(f"done: {spec.members} members, {metrics['train_seconds']:.1f} s of training")
         return
     result = train_run(spec.config, digits, run_dir, [EpochProgress()], source, resume=resume)
-    final = result.metrics["final"]
-    summary = f"val_accuracy {final['val_accuracy']:.4f}" if final["val_accuracy"] is not None else (
-        f"accuracy {final['accuracy']:.4f}" if final["accuracy"] is not None else "no epochs")
-    console.print(f"done: {summary}, {result.metrics['train_seconds']:.1f} s")
+    for line in _train_summary(result.metrics, spec.config.to_dict(), run_dir, Path(source)):
+        console.print(line, soft_wrap=True)
+
+
+def _train_summary(metrics: dict, config: dict, run_dir: Path, source: Path) -> list[str]:
+    """The closing lines of a training run: its held-out score, or why it has none and how to get one."""
+    from digits.train.run import no_held_out_note
+
+    final, seconds = metrics["final"], metrics["train_seconds"]
+    if final["val_accuracy"] is not None:
+        return [f"done: val_accuracy {final['val_accuracy']:.4f}, {seconds:.1f} s"]
+    if final["accuracy"] is None:
+        return [f"done: no epochs, {seconds:.1f} s"]
+    folder = source.parent
+    if (folder / "solution.csv").is_file():
+        how = (f"for a test score: `digits predict {run_dir} --data {folder}`, then `digits score "
+               f"{run_dir / 'submission.csv'} --solution {folder / 'solution.csv'}`")
+    else:
+        how = f"for a test score: `digits predict {run_dir}`, then `digits score` it (or upload it to Kaggle)"
+    epochs = f"{metrics['epochs']} epoch{'s' if metrics['epochs'] != 1 else ''}"
+    return [f"done: {epochs}, {seconds:.1f} s; {no_held_out_note(config, final)}",
+            f"  {how}; benchmarks/time_to_99.py measures a preset over many seeds"]
 
 
 def _resume(args: argparse.Namespace) -> Path:

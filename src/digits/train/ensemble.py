@@ -23,6 +23,7 @@ from digits.jsonfile import read_json, write_json
 from digits.runs import environment
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
+from digits.train.device import resolve_device
 from digits.train.run import train_run
 
 
@@ -78,7 +79,8 @@ def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLik
     dirs = [run_dir / "members" / f"{i + 1:02d}" for i in range(spec.members)]
     write_json(run_dir / "ensemble.json", {
         "members": [str(d.relative_to(run_dir)) for d in dirs], "tta": spec.tta, "bagging": spec.bagging,
-        "train": spec.config.to_dict(), "environment": environment()})
+        "train": spec.config.on_device(resolve_device(spec.config.device).type).to_dict(),
+        "environment": environment()})
     if spec.workers > 1 and spec.members > 1:
         # spawn: CUDA cannot be used in forked children.
         ctx = multiprocessing.get_context("spawn")

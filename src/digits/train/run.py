@@ -21,6 +21,7 @@ from digits.report.plots import plot_learning_curves
 from digits.runs import environment, save_model
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
+from digits.train.device import resolve_device
 from digits.train.fit import checkpoint_folder, train_model
 from digits.train.history import History
 
@@ -55,6 +56,7 @@ def train_run(config: TrainConfig, data: DigitSet, run_dir: str | os.PathLike[st
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    config = config.on_device(resolve_device(config.device).type)
     train = data
     if val is None:
         train, val = data.split_last(config.val_split)
@@ -83,6 +85,19 @@ def train_run(config: TrainConfig, data: DigitSet, run_dir: str | os.PathLike[st
     write_json(run_dir / "metrics.json", metrics)
     shutil.rmtree(checkpoint_folder(run_dir), ignore_errors=True)
     return RunResult(run_dir, model, history, metrics)
+
+
+def no_held_out_note(config: dict[str, Any], final: dict[str, Any]) -> str:
+    """Why a run that kept no validation rows has no held-out score, and what its training
+    accuracy is not: under label smoothing and while the weights still moved, it says little
+    about the test set."""
+    accuracy = final.get("accuracy")
+    what = f"training accuracy {accuracy:.4f}" if accuracy is not None else "training accuracy"
+    smoothing = float(config.get("label_smoothing") or 0.0)
+    if smoothing:
+        what += f" (under label smoothing {smoothing:g})"
+    return (f"no held-out score: no validation rows (val_split {float(config.get('val_split') or 0):g}); "
+            f"{what} is not a test score")
 
 
 def _clean(value: float | None) -> float | None:
