@@ -189,3 +189,22 @@ def test_a_cpu_run_records_cuda_graphs_off_as_it_trained(tmp_path, kaggle_dir, c
                  "--out", run, "--no-report")
     assert result.code == 0, result.err
     assert json.loads((run / "config.json").read_text())["train"]["cuda_graphs"] is False
+
+
+def test_models_with_a_plain_word_lists_the_models_whose_name_contains_it(cli):
+    result = cli("models", "cnn")
+    assert result.code == 0
+    listed = {line.split()[0] for line in result.out.splitlines()[1:] if line and not line.startswith(" ")}
+    assert {"cnn-small", "fast-cnn", "fast-cnn-s2", "kaggle-cnn"} == listed
+
+
+def test_models_matching_nothing_is_an_error_naming_the_known_models(cli):
+    result = cli("models", "lenet6")
+    assert result.code == 2 and result.out == "" and result.err.count("\n") == 1
+    assert "no model matches 'lenet6' (did you mean 'lenet5'" in result.err and "known models: " in result.err
+
+
+def test_a_model_argument_of_the_wrong_type_names_the_argument_and_the_type(tmp_path, cli):
+    result = cli("train", "--model-arg", "hidden=abc", "--train", FIXTURES / "train.csv", "--out", tmp_path / "r")
+    assert result.code == 2 and "argument hidden must be an integer (default 32), got \"abc\"" in result.err
+    assert not (tmp_path / "r").exists()

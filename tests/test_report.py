@@ -186,6 +186,17 @@ def test_compare_sets_runs_side_by_side(run_dir, bagged_ensemble, tmp_path, cli)
     assert (out / "val-curves.png").stat().st_size > 1000
 
 
+def test_compare_says_which_runs_have_no_validation_curve(run_dir, tmp_path, kaggle_dir, cli):
+    bare = tmp_path / "bare"
+    assert cli("train", "--data", kaggle_dir, "--epochs", "2", "--val-split", "0", "--no-report",
+               "--out", bare, "-q").code == 0
+    result = cli("compare", run_dir, bare, "--out", tmp_path / "compare")
+    assert result.code == 0, result.err
+    assert "no validation curve (no validation rows): bare" in result.out
+    page = (tmp_path / "compare" / "compare.html").read_text()
+    assert "Not drawn, having no validation rows: bare." in page
+
+
 def _unfinished_run(root: Path) -> Path:
     run = root / "unfinished"
     run.mkdir()

@@ -266,11 +266,14 @@ def _report_on(run_dir: Path, out: str | None = None, device: str = "auto") -> P
 
 def compare(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits compare RUN_DIR...``: a table of the runs, and a page with their curves."""
-    from digits.report.compare import comparison_table, read_runs, write_comparison
+    from digits.report.compare import comparison_table, read_runs, without_validation, write_comparison
 
     records = read_runs(args.run_dirs)
     page = write_comparison(records, args.out)
     console.print(comparison_table(records))
+    missing = without_validation(records)
+    if missing:
+        console.print(f"no validation curve (no validation rows): {', '.join(missing)}", soft_wrap=True)
     console.print(f"comparison: {page}")
     return 0
 
@@ -279,10 +282,16 @@ def models(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits models``: the registry, with parameter counts."""
     from rich.table import Table
 
+    from digits.errors import ModelError, did_you_mean
     from digits.models.registry import count_parameters, create_model, list_models
 
+    found = list_models(args.pattern)
+    if not found:
+        names = [info.name for info in list_models()]
+        raise ModelError(f"no model matches {args.pattern!r}{did_you_mean(args.pattern, names)}; "
+                         f"known models: {', '.join(names)}")
     table = Table("model", "parameters", "description", "target", box=None, pad_edge=False)
-    for info in list_models(args.pattern):
+    for info in found:
         table.add_row(info.name, f"{count_parameters(create_model(info.name)):,}", info.description, info.target)
     console.print(table)
     return 0
