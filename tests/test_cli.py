@@ -104,6 +104,7 @@ def test_tutorial_runs_every_step_and_ends_with_the_score(tmp_path, kaggle_dir, 
         assert step in result.out
     last = result.out.strip().splitlines()[-1]
     assert last.startswith("score: 0.") and float(last.split()[1]) > 0.8
+    assert f"[6/6] score: {last.split()[1]}, against" in result.out, "step 6 says its number"
     for name in ("samples.png", "history.csv", "curves.png", "model.safetensors", "submission.csv",
                  "validation/history.csv", "validation/curves.png"):
         assert (run / name).is_file(), name
