@@ -218,8 +218,11 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
     predictor = load_predictor(args.run_dir, resolve_device(args.device), args.precision)
     source = _data_path(args, "test")
     test = load_kaggle_csv(source, kind="test")
+    from digits.console import WorkBar
+
     started = time.perf_counter()
-    labels = predictor.predict(test.images, tta=args.tta)
+    with WorkBar("predicting", len(test) * len(predictor.models), "digits") as bar:
+        labels = predictor.predict(test.images, tta=args.tta, progress=bar.update)
     seconds = time.perf_counter() - started
     out = Path(args.out) if args.out else Path(args.run_dir) / "submission.csv"
     write_submission(out, labels)
@@ -255,11 +258,23 @@ def report(args: argparse.Namespace, created: list[Path]) -> int:
 
 
 def _report_on(run_dir: Path, out: str | None = None, device: str = "auto") -> Path:
+    from digits.console import WorkBar
     from digits.report import write_report
     from digits.train.device import resolve_device
 
     started = time.perf_counter()
-    path = write_report(run_dir, out, device=resolve_device(device))
+    bars: list[WorkBar] = []
+
+    def progress(done: int, total: int) -> None:  # the report's re-prediction of its held-out rows
+        if not bars:
+            bars.append(WorkBar("report: predicting", total, "digits").__enter__())
+        bars[0].update(done)
+
+    try:
+        path = write_report(run_dir, out, device=resolve_device(device), progress=progress)
+    finally:
+        for bar in bars:
+            bar.__exit__()
     console.print(f"report: {path} ({time.perf_counter() - started:.1f} s)")
     return path
 

@@ -47,12 +47,14 @@ Picture = Callable[[str, object, str], str]  # (file name, figure, alt text) -> 
 
 
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
-                 device: torch.device | str = "cpu", mistakes: int = 40, samples: int = 40) -> Path:
+                 device: torch.device | str = "cpu", mistakes: int = 40, samples: int = 40,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the report of ``run_dir`` and return the path of its HTML file.
 
     ``out`` is the HTML file (default ``RUN_DIR/report/report.html``; an existing folder gets
     report.html inside); the PNGs go beside it. At most ``mistakes`` misclassified digits
-    and ``samples`` sample digits are shown.
+    and ``samples`` sample digits are shown. ``progress`` hears (images done, in all) while the
+    held-out rows are predicted.
 
     >>> write_report("runs/20250101-120000-mlp")  # doctest: +SKIP
     PosixPath('runs/20250101-120000-mlp/report/report.html')
@@ -60,7 +62,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     record = read_run(run_dir)
     target = _target(record.path, out)
     held_out = find_held_out(record)
-    evaluation = evaluate(held_out, record.tta, device) if isinstance(held_out, HeldOut) else held_out
+    evaluation = evaluate(held_out, record.tta, device, progress) if isinstance(held_out, HeldOut) else held_out
     pngs: dict[str, bytes] = {}
 
     def picture(name: str, figure: object, alt: str) -> str:
