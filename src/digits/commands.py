@@ -182,9 +182,24 @@ def _resume(args: argparse.Namespace) -> Path:
         if not (run_dir / "checkpoint" / "state.json").is_file():
             raise RunError(f"{run_dir}: no checkpoint to resume from (the run finished or never started)")
     digits = load_kaggle_csv(source, kind="train")
+    _same_rows_as_recorded(run_dir, digits, source)
     console.print(f"resuming {run_dir} on {source}")
     _train_into(spec, digits, run_dir, source, resume=True)
     return run_dir
+
+
+def _same_rows_as_recorded(run_dir: Path, digits, source: str) -> None:
+    """A RunError when the training file changed since the run began: resuming would train
+    on rows its training_rows.npy does not list."""
+    from digits.data.identity import rows_hash
+    from digits.jsonfile import read_json
+
+    first = run_dir if (run_dir / "config.json").is_file() else next(
+        (d for d in sorted((run_dir / "members").glob("*")) if (d / "config.json").is_file()), None)
+    recorded = read_json(first / "config.json")["data"].get("rows_hash") if first else None
+    if recorded and recorded != rows_hash(digits):
+        raise RunError(f"{source}: not the rows {run_dir} began training on (their hash differs); "
+                       "resume needs the very same file")
 
 
 def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
