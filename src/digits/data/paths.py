@@ -69,7 +69,8 @@ def data_file(file: str | os.PathLike[str] | None, folder: str | os.PathLike[str
         if path.is_dir():
             inside = path / f"{kind}.csv"
             also = f" (or --{kind} {inside})" if inside.is_file() else ""
-            raise DataError(f"{path}: is a folder, not a {kind} file; for the {kind}.csv in it, use --data {path}{also}")
+            raise DataError(f"{path}: is a folder, not a {kind} file; for the {kind}.csv in it, "
+                            f"use --data {path}{also}")
         return require_file(path)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():

@@ -79,7 +79,8 @@ def check_not_trained_on(submission: str | os.PathLike[str], solution: str | os.
     for model_dir, record in _trained_models(run_dir):
         fingerprint = model_dir / str(record.get("fingerprint", ""))
         if not record.get("fingerprint") or not fingerprint.is_file():
-            return f"warning: {model_dir} records no training rows; cannot check that {solution} holds none of them"
+            return (f"warning: {model_dir} records no training rows; cannot check that {solution} "
+                    "holds none of them")
         shared = shared_rows(read_fingerprint(fingerprint), test_rows.images)
         if shared:
             hint = (f"; score it against {Path(record['split']['folder']) / 'solution.csv'}, the answer key "

@@ -52,7 +52,8 @@ GRIDS = {
 def get_grid(name: str) -> GridSpec:
     """The named grid, or a DigitsError listing the known ones."""
     if name not in GRIDS:
-        raise DigitsError(f"unknown grid {name!r}{did_you_mean(name, GRIDS)}; known grids: {', '.join(sorted(GRIDS))}")
+        raise DigitsError(f"unknown grid {name!r}{did_you_mean(name, GRIDS)}; "
+                          f"known grids: {', '.join(sorted(GRIDS))}")
     return GRIDS[name]
 
 
