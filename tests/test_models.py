@@ -53,7 +53,7 @@ def test_none_overrides_fall_back_to_defaults_and_others_apply():
 
 
 def test_unknown_model_and_unknown_argument_are_user_errors():
-    with pytest.raises(ModelError, match="unknown model 'resnet-9000'; known models: "):
+    with pytest.raises(ModelError, match=r"unknown model 'resnet-9000' \(did you mean 'resnet'\?\); known models: "):
         create_model("resnet-9000")
     with pytest.raises(ModelError, match="takes no argument depth"):
         create_model("tutorial-mlp", depth=3)

@@ -43,7 +43,7 @@ def run_dir(tmp_path_factory, train_file) -> Path:
 @pytest.fixture(scope="module")
 def bagged_ensemble(tmp_path_factory, train_file) -> Path:
     path = tmp_path_factory.mktemp("report") / "ensemble"
-    spec = EnsembleSpec(TINY.replace(epochs=1), members=2, bagging=0.2)
+    spec = EnsembleSpec(TINY.replace(epochs=2), members=2, bagging=0.2)  # two epochs: a curve to draw
     train_ensemble(spec, load_kaggle_csv(train_file, kind="train"), path, data_source=str(train_file))
     return path
 
@@ -137,6 +137,7 @@ def test_a_scored_submission_puts_its_score_and_the_test_set_in_the_report(tmp_p
     assert reported.code == 0, reported.err
     page = (run / "report" / "report.html").read_text()
     assert f'<p class="score">{score:.5f}</p>' in page
+    assert page.count(f"{score:.5f}") == 1, "the score is shown once, in its own section"
     assert "Confusion matrix on the scored test set" in page and "(500 rows)" in page
     assert f"Accuracy {score:.4f}." in page  # the model re-predicts the test set as the submission did
 
@@ -183,6 +184,17 @@ def test_compare_sets_runs_side_by_side(run_dir, bagged_ensemble, tmp_path, cli)
     assert external_references(page) == []
     assert "<td>run</td>" in page and "<td>ensemble</td>" in page and "<td>2 × mlp</td>" in page
     assert (out / "val-curves.png").stat().st_size > 1000
+
+
+def test_compare_says_which_runs_have_no_validation_curve(run_dir, tmp_path, kaggle_dir, cli):
+    bare = tmp_path / "bare"
+    assert cli("train", "--data", kaggle_dir, "--epochs", "2", "--val-split", "0", "--no-report",
+               "--out", bare, "-q").code == 0
+    result = cli("compare", run_dir, bare, "--out", tmp_path / "compare")
+    assert result.code == 0, result.err
+    assert "no validation curve (no validation rows): bare" in result.out
+    page = (tmp_path / "compare" / "compare.html").read_text()
+    assert "Not drawn, having no validation rows: bare." in page
 
 
 def _unfinished_run(root: Path) -> Path:

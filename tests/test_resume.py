@@ -66,3 +66,26 @@ def test_resume_of_a_finished_run_says_there_is_nothing_to_resume(tmp_path, cli)
                "--out", run).code == 0
     result = cli("train", "--resume", run)
     assert result.code == 2 and "no checkpoint to resume from" in result.err
+
+
+def test_resume_refuses_a_training_file_that_changed_since_the_run_began(tmp_path, cli):
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.train.callbacks import Callback
+    from digits.train.config import TrainConfig
+    from digits.train.run import train_run
+
+    class StopAtEpoch2(Callback):  # as Ctrl-C would, after epoch 1's checkpoint
+        def on_epoch_begin(self, epoch):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    source = tmp_path / "train.csv"
+    source.write_text((FIXTURES / "train.csv").read_text())
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_run(TrainConfig(model="softmax", epochs=3), load_kaggle_csv(source), run, [StopAtEpoch2()],
+                  str(source))
+    lines = source.read_text().splitlines()
+    source.write_text("\n".join(lines[:-1]) + "\n")  # one row fewer: another file now
+    result = cli("train", "--resume", run)
+    assert result.code == 2 and "not the rows" in result.err and "resume needs the very same file" in result.err

@@ -150,7 +150,8 @@ def test_summary_after_training_lists_every_written_file_and_each_exists(tmp_pat
     result = cli("train", "--data", kaggle_dir, "--epochs", "1", "--out", "run")
     assert result.code == 0, result.err
     listed = _summary(result.out, "run directory run")
-    assert set(listed) == {"config", "model", "model_card", "history", "curves", "metrics", "report"}
+    assert set(listed) == {"config", "model", "model_card", "history", "curves", "metrics", "training_rows",
+                           "report"}
     assert all(path.is_file() for path in listed.values())
     assert listed["report"] == Path("run/report/report.html")
     assert ({p.name for p in listed.values()} - {"report.html"}
@@ -220,3 +221,64 @@ def test_running_trials_show_their_epochs_from_the_storage_and_leave_when_done()
     study.tell(trial, 0.9)
     bars.update(snapshot(study).epochs)
     assert progress.tasks == []
+
+
+def _with_stderr_on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run ``digits ARGS`` with stderr on a pseudo-terminal (as a person sees it) and stdout on a
+    pipe (as `> log` does); return (status, stdout, what the terminal showed)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "140"}
+    proc = subprocess.Popen([sys.executable, "-m", "digits.cli", *args], stdout=subprocess.PIPE,
+                            stderr=follower, text=True, env=env)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out = proc.stdout.read()
+    os.close(leader)
+    return proc.wait(timeout=120), out, shown.decode("utf-8", "replace")
+
+
+def test_training_shows_a_bar_inside_each_epoch_with_steps_rate_and_time_left_on_stderr(tmp_path):
+    code, out, shown = _with_stderr_on_a_terminal("train", "--data", str(FIXTURES), "--epochs", "2",
+                                                  "--out", str(tmp_path / "run"), "--no-report")
+    assert code == 0, shown
+    assert "epoch 1/2" in shown and "epoch 2/2" in shown and "/30" in shown  # 30 steps of 64 rows
+    assert "steps/s" in shown and "left" in shown
+    assert "steps/s" not in out and "  1/2 " in out, "stdout keeps the epoch table only"
+
+
+def test_predict_shows_a_bar_over_the_digits_on_stderr(trained, tmp_path):
+    code, out, shown = _with_stderr_on_a_terminal("predict", str(trained), "--data", str(FIXTURES),
+                                                  "--out", str(tmp_path / "s.csv"))
+    assert code == 0, shown
+    assert "predicting" in shown and "digits/s" in shown and "digits/s" not in out
+
+
+@pytest.mark.parametrize("mode", ["--quiet", "--json"])
+def test_no_bars_under_quiet_or_json(tmp_path, mode):
+    code, _, shown = _with_stderr_on_a_terminal("train", "--data", str(FIXTURES), "--epochs", "1",
+                                                "--out", str(tmp_path / "run"), "--no-report", mode)
+    assert code == 0 and "steps/s" not in shown and "epoch 1/1" not in shown
+
+
+def test_a_bar_on_a_log_prints_a_line_now_and_then_not_a_redraw(monkeypatch):
+    from digits import console as terminal
+
+    log = io.StringIO()
+    monkeypatch.setattr(terminal, "LOG_EVERY", 0.0)  # every update is "long enough" here
+    with terminal.WorkBar("epoch 1/3", 200, "steps", Console(file=log, width=140)) as bar:
+        bar.update(50)
+        bar.update(200)  # the end: the epoch's table row says it, not a progress line
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("  epoch 1/3: 50/200 steps (25%), ")
+    assert "steps/s, about " in lines[0] and lines[0].endswith(" left")

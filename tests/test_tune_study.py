@@ -140,3 +140,25 @@ def test_a_worker_whose_trials_all_fail_stops_with_a_one_line_error(tmp_path: Pa
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("digits: error: study broken: 5 trials in a row failed; the last: model 'cnn-small' "
                            "cannot be built"), last
+
+
+def test_tune_on_a_device_this_machine_lacks_is_one_line_before_any_trial(tmp_path: Path) -> None:
+    import torch
+
+    missing = "cuda:99" if torch.cuda.is_available() else "cuda"
+    result = _digits("tune", "--space", "tiny", "--trials", "1", "--device", missing, "--data", str(FIXTURES),
+                     "--out", str(tmp_path / "s"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"digits: error: --device {missing}: ")
+    assert not (tmp_path / "s").exists()
+
+
+def test_failed_trials_are_logged_one_line_each_without_tracebacks(tmp_path: Path) -> None:
+    space = tmp_path / "broken.toml"
+    space.write_text('[fixed]\nmodel = "cnn-small"\n'
+                     '[params]\n"model_args.c1" = { type = "int", low = -3, high = -1 }\n')
+    result = _digits("tune", "--space", str(space), "--trials", "3", "--data", str(FIXTURES),
+                     "--out", str(tmp_path / "b"), "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 6 and all("Trial" in line and "failed" in line for line in lines[:5]), lines

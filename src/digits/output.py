@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from digits.console import console, line_width
+from digits.console import console, line_width, progress_console
 from digits.errors import DigitsWarning
 
 JSON_FORMAT = 1  # bumped when a field changes meaning or goes away; new fields keep it
@@ -27,7 +27,7 @@ FILE_LABELS = {
     "config.json": "config", "model.safetensors": "model", "model.json": "model_card",
     "history.csv": "history", "curves.png": "curves", "metrics.json": "metrics",
     "submission.csv": "submission", "ensemble.json": "ensemble", "samples.png": "samples",
-    "report.html": "report",
+    "report.html": "report", "training_rows.npy": "training_rows",
 }
 
 
@@ -44,7 +44,9 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 def output_mode(quiet: bool = False, as_json: bool = False) -> Iterator[None]:
     """Route the console for one command: to stderr for ``--json``, nowhere for ``--quiet``."""
     saved = console.stderr, console.quiet, console.is_interactive
+    saved_progress = progress_console.quiet
     console.stderr, console.quiet = as_json or saved[0], quiet or saved[1]
+    progress_console.quiet = quiet or as_json or saved_progress  # bars: a person's, not a program's
     _fit_to_stream()
     shown = warnings.showwarning
 
@@ -60,6 +62,7 @@ def output_mode(quiet: bool = False, as_json: bool = False) -> Iterator[None]:
     finally:
         warnings.showwarning = shown
         console.stderr, console.quiet, console.is_interactive = saved
+        progress_console.quiet = saved_progress
         _fit_to_stream()
 
 

@@ -12,7 +12,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from digits.errors import DigitsError
+from digits.errors import DigitsError, did_you_mean
 
 
 def shipped_names(folder: Traversable) -> list[str]:
@@ -34,7 +34,9 @@ def read_named_toml(name_or_path: str | os.PathLike[str], folder: Traversable, k
     else:
         resource = folder / f"{name_or_path}.toml"
         if not resource.is_file():
-            raise error(f"unknown {kind} {str(name_or_path)!r}; known {kind}s: {', '.join(shipped_names(folder))}")
+            known = shipped_names(folder)
+            raise error(f"unknown {kind} {str(name_or_path)!r}{did_you_mean(str(name_or_path), known)}; "
+                        f"known {kind}s: {', '.join(known)}")
         text, label = resource.read_text("utf-8"), str(name_or_path)
     try:
         return label, tomllib.loads(text)

@@ -15,7 +15,7 @@ from pathlib import Path
 from digits.data.kaggle import load_kaggle_csv
 from digits.jsonfile import read_json, write_json
 from digits.predict.predictor import predict_labels
-from digits.predict.scores import record_score
+from digits.predict.scores import check_not_trained_on, record_score
 from digits.predict.submission import score_submission, write_submission
 from digits.report.plots import plot_digit_grid
 from digits.train.callbacks import Callback
@@ -81,8 +81,11 @@ def _score_if_possible(submission: Path, data_dir: Path, say: Callable[[str], No
     if not solution.is_file():
         say("[6/6] no solution.csv beside the data (Kaggle's own files): upload submission.csv to Kaggle to score it")
         return None
+    warning = check_not_trained_on(submission, solution, test=data_dir / "test.csv")
+    if warning:
+        say(f"      {warning}")
     score = score_submission(submission, solution)
     record_score(submission, solution, score, test=data_dir / "test.csv")
-    say(f"[6/6] local leaderboard, scored against {solution} as Kaggle scores it")
+    say(f"[6/6] score: {score:.5f}, against {solution} as Kaggle scores it (local leaderboard)")
     return score
 

@@ -202,3 +202,18 @@ def test_a_chunked_body_without_a_length_is_cut_off_at_the_limit(client):
     answer = client.post("/api/predict", content=chunks, headers={"content-type": "image/png"})
     assert answer.status_code == 413
     assert "over the limit of 2,097,152 bytes" in answer.json()["detail"]
+
+
+def test_model_card_shows_the_recorded_test_score(run_dir, tmp_path, cli):
+    import shutil
+
+    from conftest import FIXTURES
+
+    scored_run = tmp_path / "scored"
+    shutil.copytree(run_dir, scored_run)
+    assert cli("predict", scored_run, "--data", FIXTURES, "-q").code == 0
+    assert cli("score", scored_run / "submission.csv", "--solution", FIXTURES / "solution.csv").code == 0
+    score = json.loads((scored_run / "score.json").read_text())["score"]
+    with TestClient(create_app(DigitReader.open(scored_run, "torch"), LIMITS)) as scored:
+        card = scored.get("/api/model").json()
+    assert card["accuracy"] == score and card["accuracy_source"] == "test"

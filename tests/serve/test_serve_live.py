@@ -185,3 +185,40 @@ def _wait_for_newest_answer(page) -> None:
     page.wait_for_function("() => window.digitsState.pending === 0 && "
                            "window.digitsState.shown === window.digitsState.sent", timeout=15_000)
 
+
+
+@needs_chromium
+def test_the_page_shows_the_recorded_score_and_clears_the_digit_after_a_broken_upload(run_dir, tmp_path):
+    import shutil
+
+    from playwright.sync_api import expect
+
+    from digits.predict.scores import record_score
+
+    scored_run = tmp_path / "scored"
+    shutil.copytree(run_dir, scored_run)
+    (scored_run / "submission.csv").write_text("ImageId,Label\n1,1\n")
+    record_score(scored_run / "submission.csv", tmp_path / "solution.csv", 0.98689)
+    proc, base = _start_server(scored_run)
+    try:
+        with chromium(tmp_path / "chromium-profile", viewport={"width": 1000, "height": 800}) as browser:
+            page = browser.new_page()
+            page.goto(base)
+            expect(page.locator("#card-accuracy")).to_have_text("98.69%")
+            expect(page.locator("#card-accuracy-label")).to_have_text("test accuracy")
+            expect(page.locator("#card-model")).to_have_text("mlp (hidden=[256])")
+            pad = page.locator("#pad").bounding_box()
+            for stroke in STROKES[1]:
+                _draw(page, pad, pad["width"] / 280, stroke)
+            _wait_for_newest_answer(page)
+            assert page.locator("#prediction").get_attribute("data-label") == "1"
+            page.set_input_files("#file", files=[{"name": "broken.png", "mimeType": "image/png",
+                                                  "buffer": b"\x89PNG\r\n\x1a\n not really"}])
+            _wait_for_newest_answer(page)
+            expect(page.locator("#prediction")).to_have_text("–")
+            assert page.locator("#prediction").get_attribute("data-label") == "error"
+            seen = page.evaluate("Array.from(document.getElementById('seen').getContext('2d')"
+                                 ".getImageData(0, 0, 28, 28).data).filter((v, i) => i % 4 == 0)")
+            assert max(seen) == 0, "the digit of the previous reading is gone"
+    finally:
+        _stop(proc)

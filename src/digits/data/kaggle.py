@@ -19,6 +19,7 @@ import numpy as np
 from digits.atomic import atomic_path
 from digits.data.dataset import DigitSet
 from digits.data.mnist import cache_dir
+from digits.data.paths import require_file
 from digits.errors import DataError
 
 PIXELS = tuple(f"pixel{i}" for i in range(784))
@@ -39,9 +40,7 @@ def load_kaggle_csv(path: str | os.PathLike[str], member: str | None = None, *,
     >>> train.images.shape, train.labels[:3]                      # doctest: +SKIP
     ((42000, 28, 28), array([1, 0, 1]))
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    path = require_file(path)
     if member is None and zipfile.is_zipfile(path):
         member = "train.csv" if kind != "test" else "test.csv"
     origin = f"{path}:{member}" if member else str(path)

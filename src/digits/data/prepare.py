@@ -16,15 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from digits.atomic import atomic_path
+from digits.data.dataset import DigitSet
+from digits.data.identity import PREPARE_FILE, rows_hash
 from digits.data.kaggle import load_kaggle_csv, write_kaggle_csv
 from digits.data.mnist import DownloadHook, Mnist, load_mnist
 from digits.errors import DataError
-from digits.jsonfile import write_json
+from digits.jsonfile import read_json, write_json
 from digits.predict.submission import write_submission
 
 N_KAGGLE_TRAIN = 42_000
 STANDARD_FILE = "mnist-standard.npz"
-DONE_FILE = "prepare.json"  # written last; the Makefile's `data` target is this file
+DONE_FILE = PREPARE_FILE  # prepare.json, written last; the Makefile's `data` target is this file
 WRITTEN = ("train.csv", "test.csv", "sample_submission.csv", "solution.csv", STANDARD_FILE, DONE_FILE)
 
 
@@ -46,22 +48,31 @@ def kaggle_split(mnist: Mnist, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def prepare_kaggle_folder(out: str | os.PathLike[str], seed: int = 0,
                           user_files: tuple[str, ...] = (),
                           log: Callable[[str], None] = lambda _m: None,
-                          on_bytes: DownloadHook | None = None) -> PreparedData:
-    """Write train.csv, test.csv, sample_submission.csv, solution.csv and the standard split.
+                          on_bytes: DownloadHook | None = None, force: bool = False) -> PreparedData:
+    """Write train.csv, test.csv, sample_submission.csv, solution.csv and the standard split,
+    with ``prepare.json``: the seed and the row hashes (:func:`~digits.data.identity.rows_hash`)
+    of train.csv and test.csv; solution.csv is the answer key of exactly those test rows.
 
     A Kaggle zip in ``user_files`` is unpacked as it is instead (no answer key exists then).
-    ``log`` and ``on_bytes`` are passed to :func:`load_mnist`.
+    ``log`` and ``on_bytes`` are passed to :func:`load_mnist`. A folder that already holds a
+    different split is refused unless ``force``: runs trained on it would otherwise be scored
+    against an answer key made of their own training rows.
     """
     out = Path(out)
+    from_zip = len(user_files) == 1 and zipfile.is_zipfile(user_files[0]) and not str(user_files[0]).endswith(
+        (".npz", ".whl"))
+    if not force:
+        _refuse_other_split(out, None if from_zip else seed)  # reads the marker _start_over removes
     _start_over(out)
-    if len(user_files) == 1 and zipfile.is_zipfile(user_files[0]) and not str(user_files[0]).endswith(
-            (".npz", ".whl")):
+    if from_zip:
         return _unpack_kaggle_zip(Path(user_files[0]), out, log)
     mnist = load_mnist(user_files, log=log, on_bytes=on_bytes)
     train_idx, test_idx = kaggle_split(mnist, seed)
+    train = DigitSet(mnist.images[train_idx], mnist.labels[train_idx], str(out / "train.csv"))
+    test = DigitSet(mnist.images[test_idx], None, str(out / "test.csv"))
     written = [
-        write_kaggle_csv(out / "train.csv", mnist.images[train_idx], mnist.labels[train_idx]),
-        write_kaggle_csv(out / "test.csv", mnist.images[test_idx], None),
+        write_kaggle_csv(out / "train.csv", train.images, train.labels),
+        write_kaggle_csv(out / "test.csv", test.images, None),
         write_submission(out / "sample_submission.csv", np.zeros(len(test_idx), np.int64)),
         write_submission(out / "solution.csv", mnist.labels[test_idx]),
     ]
@@ -70,9 +81,30 @@ def prepare_kaggle_folder(out: str | os.PathLike[str], seed: int = 0,
         np.savez(fh, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
     written.append(out / STANDARD_FILE)
     info = {"source": mnist.source, "seed": seed, "train_rows": len(train_idx), "test_rows": len(test_idx),
-            "standard_split": "first 60000 rows train, last 10000 test"}
+            "standard_split": "first 60000 rows train, last 10000 test",
+            "train_hash": rows_hash(train), "test_hash": rows_hash(test)}
     written.append(write_json(out / DONE_FILE, info))  # last: its presence means the folder is complete
     return PreparedData(out, tuple(written), mnist.source)
+
+
+def _refuse_other_split(out: Path, seed: int | None) -> None:
+    """DataError when ``out`` already holds data files of another split than ``seed`` (None:
+    Kaggle's own files)."""
+    present = [name for name in ("train.csv", "test.csv", "solution.csv") if (out / name).exists()]
+    if not present:
+        return
+    info = read_json(out / PREPARE_FILE) if (out / PREPARE_FILE).is_file() else None
+    if info is not None and info.get("seed") == seed:
+        return  # the same split again: the files are rewritten identical
+    if info is None:
+        held = f"a {present[0]} that `digits data prepare` did not write"
+    elif info.get("seed") is None:
+        held = "Kaggle's own files"
+    else:
+        held = f"the seed-{info['seed']} split"
+    wanted = "Kaggle's files" if seed is None else f"the seed-{seed} split"
+    raise DataError(f"{out}: already holds {held}; writing {wanted} over it would let runs trained on it "
+                    "be scored on their own training rows; choose another --out, or pass --force")
 
 
 def _unpack_kaggle_zip(zip_path: Path, out: Path, log: Callable[[str], None]) -> PreparedData:
@@ -82,8 +114,10 @@ def _unpack_kaggle_zip(zip_path: Path, out: Path, log: Callable[[str], None]) ->
     written = (write_kaggle_csv(out / "train.csv", train.images, train.labels),
                write_kaggle_csv(out / "test.csv", test.images, None),
                write_submission(out / "sample_submission.csv", np.zeros(len(test), np.int64)))
-    written += (write_json(out / DONE_FILE, {"source": str(zip_path), "train_rows": len(train),
-                                              "test_rows": len(test)}),)
+    (out / "solution.csv").unlink(missing_ok=True)  # a key of another split must not stay beside them
+    written += (write_json(out / DONE_FILE, {"source": str(zip_path), "seed": None, "train_rows": len(train),
+                                              "test_rows": len(test), "train_hash": rows_hash(train),
+                                              "test_hash": rows_hash(test)}),)  # last, as above
     log(f"unpacked Kaggle's files from {zip_path}")
     return PreparedData(out, written, str(zip_path))
 

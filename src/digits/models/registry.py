@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from digits.errors import ModelError
+from digits.errors import ModelError, did_you_mean
 from digits.models.layers import Classifier
 
 
@@ -55,26 +56,54 @@ def get_model_info(name: str) -> ModelInfo:
     """The registry entry for ``name``, or a ModelError listing the known names."""
     _load_builtin_models()
     if name not in _REGISTRY:
-        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+        raise ModelError(f"unknown model {name!r}{did_you_mean(name, _REGISTRY)}; "
+                         f"known models: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
 def list_models(pattern: str = "*") -> list[ModelInfo]:
-    """Registered models whose name matches the shell-style ``pattern``, sorted by name."""
+    """Registered models whose name matches the shell-style ``pattern``, sorted by name; a
+    plain word (no ``*?[``) matches anywhere in the name, as timm's ``list_models`` does with
+    wildcards: ``cnn`` is ``*cnn*``."""
     _load_builtin_models()
+    if not any(ch in pattern for ch in "*?["):
+        pattern = f"*{pattern}*"
     return [info for name, info in sorted(_REGISTRY.items()) if fnmatch.fnmatch(name, pattern)]
 
 
 def resolve_model_args(name: str, **overrides: Any) -> dict[str, Any]:
-    """The builder's full argument set: its defaults updated by the non-None overrides."""
+    """The builder's full argument set: its defaults updated by the non-None overrides, each
+    of the type its default has (a ModelError naming the argument otherwise)."""
     info = get_model_info(name)
     unknown = sorted(k for k, v in overrides.items() if v is not None and k not in info.defaults)
     if unknown:
         raise ModelError(f"model {name!r} takes no argument {', '.join(unknown)}; "
                          f"it takes: {', '.join(info.defaults) or 'none'}")
+    for key, value in overrides.items():
+        if value is not None:
+            _check_type(name, key, value, info.defaults[key])
     args = dict(info.defaults)
     args.update({k: _jsonable(v) for k, v in overrides.items() if v is not None})
     return {k: _jsonable(v) for k, v in args.items()}
+
+
+def _check_type(model: str, key: str, value: Any, default: Any) -> None:
+    """Refuse ``value`` for argument ``key`` when it is not of its default's kind, before the
+    builder fails on it with a message about something else (``int('a')``)."""
+    kinds = {bool: ("true or false", (bool,)), int: ("an integer", (int,)), float: ("a number", (int, float)),
+             str: ("a string", (str,)), list: ("a list", (list, tuple)), tuple: ("a list", (list, tuple))}
+    expected = kinds.get(type(default))
+    if expected is None:
+        return  # None or another kind of default: the builder decides
+    words, accepted = expected
+    wrong = not isinstance(value, accepted) or (isinstance(value, bool) and type(default) is not bool)
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)) and default:
+        inner = type(default[0])
+        wrong = wrong or any(not isinstance(v, inner) or isinstance(v, bool) for v in value)
+        words = f"a list of {kinds[inner][0].removeprefix('an ').removeprefix('a ')}s" if inner in kinds else words
+    if wrong:
+        raise ModelError(f"model {model!r}: argument {key} must be {words} (default {json.dumps(default)}), "
+                         f"got {json.dumps(value)}")
 
 
 def create_model(name: str, **overrides: Any) -> Classifier:

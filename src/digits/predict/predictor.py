@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +27,10 @@ def tta_views(pixels: torch.Tensor) -> list[torch.Tensor]:
 @torch.inference_mode()
 def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
                   device: torch.device | str | None = None, tta: bool = False,
-                  precision: str = "fp32") -> np.ndarray:
+                  precision: str = "fp32", progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Class probabilities (N, 10) for uint8 images (N, 28, 28); ``tta`` averages 5 shifted
-    views; ``precision="bf16"`` runs the model under bf16 autocast.
+    views; ``precision="bf16"`` runs the model under bf16 autocast. ``progress`` hears the
+    number of images done after each batch.
 
     Batches of 512 stay in the CPU's caches: kaggle-cnn reads 28,000 digits in 7.5 s at
     4,096 a batch and 6.8 s at 512 (fp32, 2 cores), 1.6 s at 512 in bf16."""
@@ -53,6 +55,8 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
                     logits = [model(v) for v in views]
             probs = sum(torch.softmax(z.float(), dim=1) for z in logits) / len(views)
             out.append(probs.cpu())
+            if progress is not None:
+                progress(start + len(batch))
     return torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32)
 
 
@@ -70,16 +74,24 @@ class Predictor:
     tta: bool = False
     precisions: list[str] = field(default_factory=list)  # per model: fp32 or bf16; empty: fp32
 
-    def predict_proba(self, images: np.ndarray, tta: bool | None = None) -> np.ndarray:
-        """Mean of the members' probabilities, (N, 10)."""
+    def predict_proba(self, images: np.ndarray, tta: bool | None = None,
+                      progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Mean of the members' probabilities, (N, 10). ``progress`` hears the images done so
+        far, counted over every member (``len(images) * len(self.models)`` in all)."""
         use_tta = self.tta if tta is None else tta
         precisions = self.precisions or ["fp32"] * len(self.models)
-        return np.mean([predict_proba(m, images, tta=use_tta, precision=p)
-                        for m, p in zip(self.models, precisions)], axis=0)
+        return np.mean([predict_proba(m, images, tta=use_tta, precision=p,
+                                      progress=_offset(progress, i * len(images)))
+                        for i, (m, p) in enumerate(zip(self.models, precisions))], axis=0)
 
-    def predict(self, images: np.ndarray, tta: bool | None = None) -> np.ndarray:
+    def predict(self, images: np.ndarray, tta: bool | None = None,
+                progress: Callable[[int], None] | None = None) -> np.ndarray:
         """The most probable digit for each image."""
-        return self.predict_proba(images, tta).argmax(axis=1).astype(np.int64)
+        return self.predict_proba(images, tta, progress).argmax(axis=1).astype(np.int64)
+
+
+def _offset(progress: Callable[[int], None] | None, before: int) -> Callable[[int], None] | None:
+    return None if progress is None else (lambda done: progress(before + done))
 
 
 def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu",

@@ -66,6 +66,7 @@ def write_comparison(runs: Sequence[RunLike], out: str | os.PathLike[str] = "com
         raise RunError(f"{out}: exists and is not a folder; --out takes a folder")
     curves = [(label + (" (members' mean)" if r.members else ""), _validation_history(r))
               for label, r in zip(_labels(records), records)]
+    missing = without_validation(records)
     curves = [(label, history) for label, history in curves if history is not None]
     png = png_bytes(compare_curves_figure(curves)) if curves else None
     sections = [html.section("table", "Runs", html.table(COLUMNS, comparison_rows(records), numeric=NUMERIC),
@@ -77,8 +78,10 @@ def write_comparison(runs: Sequence[RunLike], out: str | os.PathLike[str] = "com
         sections.append(html.section("curves", "Validation curves",
                                      html.paragraph("None of these runs had validation rows.", "note")))
     else:
-        sections.append(html.section("curves", "Validation curves",
-                                     html.image(png, "validation accuracy and loss of every run")))
+        parts = [html.image(png, "validation accuracy and loss of every run")]
+        if missing:
+            parts.append(html.paragraph(f"Not drawn, having no validation rows: {', '.join(missing)}.", "note"))
+        sections.append(html.section("curves", "Validation curves", *parts))
     written = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
     text = html.page(f"Comparison of {len(records)} runs", f"written {written} by digits {__version__}; "
                      + ", ".join(str(r.path) for r in records), sections)
@@ -88,6 +91,11 @@ def write_comparison(runs: Sequence[RunLike], out: str | os.PathLike[str] = "com
         return write_text(out / COMPARE_FILE, text)
     except OSError as exc:
         raise RunError(f"{out}: cannot write the comparison there ({exc.strerror or exc})") from None
+
+
+def without_validation(records: Sequence[RunRecord]) -> list[str]:
+    """The labels of the runs that have no validation curve to draw (they kept no validation rows)."""
+    return [label for label, record in zip(_labels(records), records) if _validation_history(record) is None]
 
 
 def _labels(records: Sequence[RunRecord]) -> list[str]:

@@ -3,6 +3,7 @@ matrix, per-class precision and recall, the most confident mistakes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,18 +42,24 @@ class Evaluation:
         return float(np.mean(self.predicted == self.labels)) if len(self.labels) else float("nan")
 
 
-def evaluate(held_out: HeldOut, tta: bool = False, device: torch.device | str = "cpu") -> Evaluation:
+def evaluate(held_out: HeldOut, tta: bool = False, device: torch.device | str = "cpu",
+             progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """Predict ``held_out`` with its models; an ensemble averages its members' probabilities
-    (out-of-bag: for each row, only those of the members that held it out)."""
+    (out-of-bag: for each row, only those of the members that held it out). ``progress`` hears
+    (images done, images in all, over every model) after each batch."""
     images, labels = held_out.data.images, held_out.data.require_labels()
     rows = held_out.member_rows or (None,) * len(held_out.model_dirs)
     total = np.zeros((len(images), CLASSES), np.float64)
     votes = np.zeros(len(images), np.int64)
     accuracies = []
-    for model_dir, mine in zip(held_out.model_dirs, rows):
-        index = np.arange(len(images)) if mine is None else mine
+    indexes = [np.arange(len(images)) if mine is None else mine for mine in rows]
+    in_all, before = sum(len(i) for i in indexes), 0
+    for model_dir, index in zip(held_out.model_dirs, indexes):
         model = for_inference(load_model(model_dir, device)[0])
-        proba = predict_proba(model, images[index], tta=tta, precision=inference_precision(model_dir, device))
+        hear = None if progress is None else (lambda done, before=before: progress(before + done, in_all))
+        proba = predict_proba(model, images[index], tta=tta, precision=inference_precision(model_dir, device),
+                              progress=hear)
+        before += len(index)
         total[index] += proba
         votes[index] += 1
         accuracies.append(float(np.mean(proba.argmax(axis=1) == labels[index])))

@@ -35,6 +35,7 @@ from digits.report.plots import (
     png_bytes,
 )
 from digits.report.record import RunRecord, read_run
+from digits.train.run import no_held_out_note
 
 REPORT_FOLDER = "report"
 REPORT_FILE = "report.html"
@@ -46,12 +47,14 @@ Picture = Callable[[str, object, str], str]  # (file name, figure, alt text) -> 
 
 
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
-                 device: torch.device | str = "cpu", mistakes: int = 40, samples: int = 40) -> Path:
+                 device: torch.device | str = "cpu", mistakes: int = 40, samples: int = 40,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the report of ``run_dir`` and return the path of its HTML file.
 
     ``out`` is the HTML file (default ``RUN_DIR/report/report.html``; an existing folder gets
     report.html inside); the PNGs go beside it. At most ``mistakes`` misclassified digits
-    and ``samples`` sample digits are shown.
+    and ``samples`` sample digits are shown. ``progress`` hears (images done, in all) while the
+    held-out rows are predicted.
 
     >>> write_report("runs/20250101-120000-mlp")  # doctest: +SKIP
     PosixPath('runs/20250101-120000-mlp/report/report.html')
@@ -59,7 +62,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     record = read_run(run_dir)
     target = _target(record.path, out)
     held_out = find_held_out(record)
-    evaluation = evaluate(held_out, record.tta, device) if isinstance(held_out, HeldOut) else held_out
+    evaluation = evaluate(held_out, record.tta, device, progress) if isinstance(held_out, HeldOut) else held_out
     pngs: dict[str, bytes] = {}
 
     def picture(name: str, figure: object, alt: str) -> str:
@@ -106,22 +109,29 @@ def _target(run_dir: Path, out: str | os.PathLike[str] | None) -> Path:
 
 def _summary(record: RunRecord, evaluation: Evaluation | str) -> str:
     rows = [("model", record.model), ("parameters", numbers.count(record.parameters)),
-            ("epochs", record.epochs), ("training time", numbers.seconds(record.train_seconds)),
-            ("best validation accuracy", numbers.fraction(record.best_val_accuracy)),
-            ("final validation accuracy", numbers.fraction(record.final_val_accuracy))]
-    if record.members:
-        rows[-2:] = [(f"{name} (mean of {len(record.members)} members)", value) for name, value in rows[-2:]]
-    if isinstance(evaluation, Evaluation):
-        where = SET_NAMES[evaluation.held_out.kind]
-        rows.append((f"accuracy on {where}", numbers.fraction(evaluation.accuracy)))
-    rows.append(("score", numbers.fraction(record.score["score"], 5) if record.score else "not scored"))
+            ("epochs", record.epochs), ("training time", numbers.seconds(record.train_seconds))]
+    if record.best_val_accuracy is not None:
+        rows += [("best validation accuracy", numbers.fraction(record.best_val_accuracy)),
+                 ("final validation accuracy", numbers.fraction(record.final_val_accuracy))]
+        if record.members:
+            rows[-2:] = [(f"{name} (mean of {len(record.members)} members)", value) for name, value in rows[-2:]]
+    if isinstance(evaluation, Evaluation) and evaluation.held_out.kind != "test":  # a test score: below, once
+        rows.append((f"accuracy on {SET_NAMES[evaluation.held_out.kind]}", numbers.fraction(evaluation.accuracy)))
+    if not record.score:
+        rows.append(("score", "not scored" if isinstance(evaluation, Evaluation) else _no_held_out(record)))
     return html.section("summary", "Summary", html.table(None, rows))
+
+
+def _no_held_out(record: RunRecord) -> str:
+    final = record.metrics.get("final", {}) if not record.members else {}
+    return no_held_out_note(record.config, final)
 
 
 def _score(record: RunRecord, evaluation: Evaluation | str) -> str:
     if not record.score:
+        why = "" if isinstance(evaluation, Evaluation) else f"This run has {_no_held_out(record)}. "
         return html.section("score", "Score", html.paragraph(
-            "No scored submission is recorded. `digits predict` writes submission.csv into the run "
+            f"{why}No scored submission is recorded. `digits predict` writes submission.csv into the run "
             "directory; `digits score` against an answer key (solution.csv) records its score here.", "note"))
     score = record.score
     parts = [html.paragraph(f"{score['score']:.5f}", "score"),
@@ -161,6 +171,8 @@ def _plain(value: object) -> str:
 
 def _curves(record: RunRecord, picture: Picture) -> str:
     curves = record.curves
+    if all(len(c.history) <= 1 for c in curves):  # one point is no curve: say what it was instead
+        return html.section("curves", "Learning curves", html.paragraph(_one_epoch(curves), "note"))
     mark = curves[0].marked_as
     figure = learning_curves_figure([(c.label, c.history, c.marked_epoch) for c in curves], mark,
                                     record.model)
@@ -175,6 +187,19 @@ def _curves(record: RunRecord, picture: Picture) -> str:
     elif len(curves) == 1:
         parts.append(html.paragraph("No validation rows: training curves only.", "note"))
     return html.section("curves", "Learning curves", *parts)
+
+
+def _one_epoch(curves: tuple) -> str:
+    if not any(len(c.history) for c in curves):
+        return "No epochs were trained: no curves to draw."
+    rows = [c.history.rows[-1] for c in curves if len(c.history)]
+    mean = {key: float(np.nanmean([r[key] for r in rows])) if any(not np.isnan(r[key]) for r in rows) else None
+            for key in ("loss", "accuracy", "val_accuracy")}
+    text = (f"One epoch: no curves to draw. At its end, training loss {mean['loss']:.4f}, training accuracy "
+            f"{mean['accuracy']:.4f}")
+    if mean["val_accuracy"] is not None:
+        text += f", validation accuracy {mean['val_accuracy']:.4f}"
+    return text + (f" (mean of {len(rows)} members)." if len(rows) > 1 else ".")
 
 
 def _members(record: RunRecord, evaluation: Evaluation | str) -> str:

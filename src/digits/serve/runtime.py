@@ -17,6 +17,7 @@ import numpy as np
 
 from digits.errors import RunError, ServeError
 from digits.jsonfile import read_json
+from digits.predict.scores import read_score
 
 RUNTIMES = ("torch", "onnx")
 ONNX_FILE = "model.onnx"
@@ -68,7 +69,8 @@ def summarize(run_dir: str | os.PathLike[str], runtime: str) -> ModelSummary:
         raise RunError(f"{run_dir}: no such run directory")
     card = read_json(run_dir / "model.json")
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-    accuracy, source = _accuracy(metrics)
+    recorded = read_score(run_dir)  # `digits score`'s figure on the answer key's unseen test rows
+    accuracy, source = (float(recorded["score"]), "test") if recorded else _accuracy(metrics)
     return ModelSummary(str(card.get("architecture")), dict(card.get("args", {})),
                         int(card.get("parameters", 0)),
                         model_version(run_dir), accuracy, source, runtime)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from digits.train.history import History
+
+PROGRESS_UPDATES = 50  # on_batch_end calls per epoch at most: a bar redraws a few times a second anyway
 
 
 class Callback:
@@ -26,3 +29,27 @@ class Callback:
 
     def on_train_end(self, history: History) -> None:
         """Called once, after the last epoch."""
+
+
+class StepProgress:
+    """The one progress hook of every epoch loop (the general one, the fused MLP's, the
+    CUDA-graph trainer's): the loop calls it with the optimizer steps done so far in the
+    epoch, and it hands every ``stride``-th count (and the last) to the callbacks that listen
+    (``on_batch_end``), at most ``PROGRESS_UPDATES`` times an epoch.
+
+    The count is the host's: nothing here reads a tensor, so the device is never synchronised
+    for a bar. With no listener a call is one attribute test.
+    """
+
+    def __init__(self, callbacks: Sequence[Callback], epoch: int, steps: int) -> None:
+        self.listeners = [cb for cb in callbacks
+                          if getattr(type(cb), "on_batch_end", None) is not Callback.on_batch_end]
+        self.epoch, self.steps = epoch, steps
+        self.stride = max(1, steps // PROGRESS_UPDATES)
+        self.next = self.stride  # counts may jump (the graph trainer reports a block of steps at once)
+
+    def __call__(self, step: int) -> None:
+        if self.listeners and (step >= self.next or step == self.steps):
+            self.next = step + self.stride
+            for cb in self.listeners:
+                cb.on_batch_end(self.epoch, step)

@@ -39,8 +39,8 @@ class TrainConfig:
     cuda_graphs: bool = False     # on CUDA: replay captured optimizer steps (drops the last partial batch)
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise DigitsError(f"--epochs must be >= 0, got {self.epochs}")
+        if self.epochs < 1:
+            raise DigitsError(f"--epochs must be >= 1, got {self.epochs} (0 would write an untrained model)")
         if self.batch_size < 1:
             raise DigitsError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.val_split < 1.0:
@@ -62,6 +62,11 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied; ``None`` values keep the current setting."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def on_device(self, kind: str) -> TrainConfig:
+        """The settings as they take effect on a device of ``kind`` ("cpu", "cuda", "mps"):
+        CUDA graphs only on CUDA, so that a run records what it really did."""
+        return self if kind == "cuda" else dataclasses.replace(self, cuda_graphs=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

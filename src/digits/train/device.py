@@ -27,7 +27,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError:
         raise DigitsError(f"--device: unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DigitsError("--device cuda: no CUDA GPU is available here")
+        raise DigitsError(f"--device {name}: no CUDA GPU is available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DigitsError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                          f"numbered from 0")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DigitsError("--device mps: Apple MPS is not available here")
     return device
@@ -48,4 +51,5 @@ def resolve_config(config: TrainConfig, hw: Hardware | torch.device) -> TrainCon
     if config.precision == "auto" and hw.kind == "cpu":
         with torch.device("meta"):  # the architecture only: no memory, no random draws
             overhead_bound = mlp_layers(create_model(config.model, **config.model_args)) is not None
-    return config.replace(precision=choose_precision(config.precision, hw, overhead_bound))
+    # on_device: what really takes effect there (CUDA graphs only on CUDA), so runs record it.
+    return config.on_device(hw.kind).replace(precision=choose_precision(config.precision, hw, overhead_bound))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from digits.data.dataset import DigitSet
+from digits.data.identity import data_record
 from digits.jsonfile import read_json, write_json
 from digits.runs import environment
 from digits.train.callbacks import Callback
@@ -54,12 +55,14 @@ def member_split(data: DigitSet, bagging: float, seed: int, val_split: float) ->
 
 
 def _train_member(config: TrainConfig, data: DigitSet, bagging: float, member_dir: Path,
-                  callbacks: Sequence[Callback], source: str) -> dict[str, Any]:
+                  callbacks: Sequence[Callback], source: str,
+                  identity: dict[str, Any] | None = None) -> dict[str, Any]:
     resume = (member_dir / "checkpoint" / "state.json").is_file()
     if (member_dir / "model.safetensors").is_file() and not resume:
         return read_json(member_dir / "metrics.json")  # finished before a crash: keep it
     train, val = member_split(data, bagging, config.seed, config.val_split)
-    return train_run(config, train, member_dir, callbacks, source, val=val, resume=resume).metrics
+    return train_run(config, train, member_dir, callbacks, source, val=val, resume=resume,
+                     data_identity=identity).metrics
 
 
 def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLike[str],
@@ -74,6 +77,7 @@ def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLik
     source = data_source or data.origin
     device = resolve_device(spec.config.device)
     spec = dataclasses.replace(spec, config=resolve_config(spec.config, device))
+    identity = data_record(source, data)  # of the whole file: each member trains on a part of it
     configs = [spec.config.replace(seed=spec.config.seed + i) for i in range(spec.members)]
     dirs = [run_dir / "members" / f"{i + 1:02d}" for i in range(spec.members)]
     write_json(run_dir / "ensemble.json", {
@@ -83,7 +87,7 @@ def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLik
         # spawn: CUDA cannot be used in forked children.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(spec.workers, spec.members), mp_context=ctx) as pool:
-            futures = [pool.submit(_train_member, c, data, spec.bagging, d, (), source)
+            futures = [pool.submit(_train_member, c, data, spec.bagging, d, (), source, identity)
                        for c, d in zip(configs, dirs)]
             results = []
             for i, future in enumerate(futures, start=1):
@@ -93,7 +97,7 @@ def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLik
         results = []
         for i, (c, d) in enumerate(zip(configs, dirs), start=1):
             log(f"member {i}/{spec.members} (seed {c.seed})")
-            results.append(_train_member(c, data, spec.bagging, d, callbacks, source))
+            results.append(_train_member(c, data, spec.bagging, d, callbacks, source, identity))
             log(f"member {i}/{spec.members}: {_summary(results[-1])}")
     metrics = {"model": spec.config.model, "members": spec.members, "bagging": spec.bagging,
                "member_metrics": results,

@@ -24,7 +24,7 @@ from digits.hardware import choose_precision, hardware
 from digits.models.registry import create_model
 from digits.precision import autocast, grad_scaler
 from digits.train.augment import random_affine
-from digits.train.callbacks import Callback
+from digits.train.callbacks import Callback, StepProgress
 from digits.train.checkpoint import load_checkpoint, save_checkpoint
 from digits.train.config import TrainConfig
 from digits.train.device import resolve_device
@@ -74,6 +74,7 @@ def train_one_epoch(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.M
                     callbacks: Sequence[Callback] = (), epoch: int = 0) -> tuple[float, float, float]:
     """One pass over ``data`` in ``order``; returns (mean loss, accuracy, learning rate of the
     last step)."""
+    progress = StepProgress(callbacks, epoch, math.ceil(len(order) / settings.batch_size))
     model.train()
     device = data.x.device
     loss_sum = torch.zeros((), device=device)
@@ -104,8 +105,7 @@ def train_one_epoch(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.M
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(idx)
-        for cb in callbacks:
-            cb.on_batch_end(epoch, step)
+        progress(step)
     return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), lr
 
 
@@ -212,7 +212,7 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
             cb.on_epoch_begin(epoch)
         started = time.perf_counter()
         if graphed is not None:
-            loss, acc, lr = graphed.run_epoch(generator)
+            loss, acc, lr = graphed.run_epoch(generator, StepProgress(callbacks, epoch, steps))
         else:
             order = (torch.randperm(len(data), generator=generator) if config.shuffle
                      else torch.arange(len(data))).to(device)

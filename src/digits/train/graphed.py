@@ -22,7 +22,7 @@ The trainer is built once and can be reset to fresh weights in place, so repeate
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -218,8 +218,10 @@ class GraphedTrainer:
                 self.scaler.reset()
         self.step = 0
 
-    def run_epoch(self, generator: torch.Generator) -> tuple[float, float, float]:
-        """One epoch in a new shuffled order; returns (mean loss, accuracy, last learning rate)."""
+    def run_epoch(self, generator: torch.Generator,
+                  progress: Callable[[int], None] = lambda _steps: None) -> tuple[float, float, float]:
+        """One epoch in a new shuffled order; returns (mean loss, accuracy, last learning rate).
+        ``progress`` hears the steps enqueued after each block (the host's count: no sync)."""
         self.model.train()
         order = torch.randperm(len(self.data), generator=generator)[: self.steps * self.batch]
         order = order.to(self.data.x.device)
@@ -237,6 +239,7 @@ class GraphedTrainer:
             self.loss_sum += self.block_loss[:n].sum()
             self.correct += self.block_hits[:n].sum()
             self.step += n
+            progress(start + n)
         last_lr = float(self.lrs[self.step - 1])
         return self.loss_sum.item() / self.steps, self.correct.item() / (self.steps * self.batch), last_lr
 

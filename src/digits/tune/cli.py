@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from digits.errors import DataError, TuneError
+from digits.errors import TuneError
 from digits.helpformat import HelpFormatter
 from digits.output import absolute, add_output_flags, emit_json, print_summary, wants_json
 
@@ -63,16 +63,18 @@ def run_tune(args: argparse.Namespace, created: list[Path]) -> int:
     # Before torch is imported: OpenMP threads that spin while waiting for each other collapse
     # when the cores are shared (workers, other jobs): 10x slower steps were measured here.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from digits.train.device import resolve_device
+
+    resolve_device(args.device)  # here, once: not as a failure in every trial of the study
     if args.grid:
         return _run_grid(args, created)
     return _run_search(args, created)
 
 
 def _train_path(args: argparse.Namespace) -> Path:
-    path = Path(args.train) if args.train else Path(args.data) / "train.csv"
-    if not path.is_file():
-        raise DataError(f"{path}: missing; run `digits data prepare --out {path.parent}` first")
-    return path
+    from digits.data.paths import data_file
+
+    return data_file(args.train, args.data, "train")
 
 
 def _study_dir(args: argparse.Namespace, study: str, created: list[Path], fresh: bool) -> Path:

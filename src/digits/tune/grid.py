@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from digits.data.dataset import DigitSet
-from digits.errors import DigitsError
+from digits.errors import DigitsError, did_you_mean
 from digits.models.layers import Classifier
 from digits.models.registry import create_model
 from digits.hardware import use_threads
@@ -52,7 +52,8 @@ GRIDS = {
 def get_grid(name: str) -> GridSpec:
     """The named grid, or a DigitsError listing the known ones."""
     if name not in GRIDS:
-        raise DigitsError(f"unknown grid {name!r}; known grids: {', '.join(sorted(GRIDS))}")
+        raise DigitsError(f"unknown grid {name!r}{did_you_mean(name, GRIDS)}; "
+                          f"known grids: {', '.join(sorted(GRIDS))}")
     return GRIDS[name]
 
 

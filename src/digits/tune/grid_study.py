@@ -82,19 +82,24 @@ def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder
 def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec: GridSpec, data: DigitSet,
                 test: DigitSet | None, seed: int) -> tuple[dict[str, Path], float | None]:
     """The refit's run directory and the best cell as a preset; the files and the score."""
+    from digits.data.identity import data_record, write_fingerprint
     from digits.jsonfile import write_json
     from digits.output import run_files
+    from digits.predict.scores import check_not_trained_on
     from digits.predict.predictor import predict_labels
     from digits.predict.submission import score_submission, write_submission
     from digits.presets import write_preset
     from digits.report.plots import plot_learning_curves
     from digits.runs import environment, save_model
     from digits.train.config import TrainConfig
+    from digits.train.run import TRAINING_ROWS
 
     config = TrainConfig(model="tutorial-mlp", model_args={"hidden": best.hidden}, epochs=spec.epochs,
                          batch_size=spec.batch_size, optimizer="rmsprop", lr=best.lr, val_split=0.0, seed=seed)
-    write_json(run_dir / "config.json", {"train": config.to_dict(), "data": {"source": data.origin, "rows": len(data)},
-                                         "environment": environment()})
+    write_fingerprint(run_dir / TRAINING_ROWS, data.images)
+    write_json(run_dir / "config.json", {"train": config.to_dict(), "environment": environment(),
+                                         "data": {**data_record(data.origin, data), "train_rows": len(data),
+                                                  "val_rows": 0, "fingerprint": TRAINING_ROWS}})
     history.save(run_dir / "history.csv")
     plot_learning_curves(history, run_dir / "curves.png", title=f"refit: {best.hidden} units, lr {best.lr:g}")
     save_model(run_dir, model, "tutorial-mlp", {"hidden": best.hidden})
@@ -106,6 +111,7 @@ def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec:
         submission = write_submission(run_dir / "submission.csv", predict_labels(model, test.images))
         solution = Path(test.origin).parent / "solution.csv"
         if solution.is_file():
+            check_not_trained_on(submission, solution, test=test.origin)
             score = score_submission(submission, solution)
             write_json(run_dir / "metrics.json", {"score": score, "cv_mean": best.mean, "cv_std": best.std})
     files = {"best_preset": preset} | {f"refit_{label}": path for label, path in run_files(run_dir).items()}

@@ -5,6 +5,7 @@ sees the trials of workers on other machines too)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import os
 import socket
@@ -67,13 +68,33 @@ def finished_states() -> tuple[Any, ...]:
     return (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
+class _OneLine(logging.Filter):
+    """One line per failed trial: Optuna's record without its traceback (the message names the
+    error, and the study keeps it as user attribute ``error``), and without the second record
+    Optuna adds for the same failure ("Trial N failed with value None.")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return not record.getMessage().endswith("failed with value None.")
+
+
+def quiet_optuna() -> None:
+    """Optuna's warnings only, each on one line (a failed trial: its message, no traceback)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _OneLine) for f in handler.filters):
+            handler.addFilter(_OneLine())
+
+
 def open_study(settings: WorkerSettings, worker: int = 0) -> Any:
     """Create the study or join it (``load_if_exists``), with this worker's sampler."""
     import optuna
 
     from digits.tune.storage import open_storage
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     storage = open_storage(settings.storage, heartbeat=settings.heartbeat)
     for attempt in range(5):
         try:
@@ -94,7 +115,7 @@ def run_worker(settings: WorkerSettings, worker: int = 0) -> list[int]:
     from digits.tune.objective import limit_threads, make_objective
     from digits.tune.space import load_space
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     limit_threads(settings.threads)
     space = load_space(settings.space)
     data = load_kaggle_csv(settings.train_csv, kind="train")

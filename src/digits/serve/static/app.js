@@ -152,6 +152,9 @@ function showEmpty() {
 }
 
 function showError(message) {
+  // The previous reading must not stay on screen as if it were this input's.
+  showReading({ digit_found: false, label: null, probabilities: null, image: null });
+  output.textContent = "–";
   statusLine.textContent = message;
   output.dataset.label = "error";
 }
@@ -175,8 +178,8 @@ document.getElementById("file").addEventListener("change", (event) => {
 async function loadCard() {
   try {
     const card = await (await fetch("/api/model")).json();
-    document.getElementById("card-model").textContent =
-      `${card.architecture} ${JSON.stringify(card.args)}`;
+    const args = Object.entries(card.args || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ");
+    document.getElementById("card-model").textContent = args ? `${card.architecture} (${args})` : card.architecture;
     document.getElementById("card-parameters").textContent = card.parameters.toLocaleString("en");
     document.getElementById("card-accuracy-label").textContent =
       card.accuracy_source ? `${card.accuracy_source} accuracy` : "accuracy";
