@@ -141,7 +141,7 @@ def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) 
 def _resume(args: argparse.Namespace) -> Path:
     """Continue ``--resume RUN_DIR`` with the settings and data recorded in the run."""
     from digits.data.kaggle import load_kaggle_csv
-    from digits.jsonfile import read_json
+    from digits.jsonfile import ENSEMBLE, RESUMABLE_CONFIG, read_json
     from digits.train.config import TrainConfig
     from digits.train.ensemble import EnsembleSpec
 
@@ -149,14 +149,14 @@ def _resume(args: argparse.Namespace) -> Path:
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     if (run_dir / "ensemble.json").is_file():
-        recorded = read_json(run_dir / "ensemble.json")
-        config = TrainConfig.from_dict(recorded["train"])
-        spec = EnsembleSpec(config, len(recorded["members"]), recorded["bagging"], recorded["tta"],
-                            args.workers or 1)
-        source = read_json(run_dir / recorded["members"][0] / "config.json")["data"]["source"]
+        recorded = read_json(run_dir / "ensemble.json", ENSEMBLE)
+        config = TrainConfig.from_dict(recorded["train"], f"{run_dir / 'ensemble.json'}: field 'train'")
+        spec = EnsembleSpec(config, len(recorded["members"]), recorded.get("bagging") or 0.0,
+                            bool(recorded.get("tta")), args.workers or 1)
+        source = read_json(run_dir / recorded["members"][0] / "config.json", RESUMABLE_CONFIG)["data"]["source"]
     else:
-        recorded = read_json(run_dir / "config.json")
-        spec = EnsembleSpec(TrainConfig.from_dict(recorded["train"]))
+        recorded = read_json(run_dir / "config.json", RESUMABLE_CONFIG)
+        spec = EnsembleSpec(TrainConfig.from_dict(recorded["train"], f"{run_dir / 'config.json'}: field 'train'"))
         source = recorded["data"]["source"]
         if not (run_dir / "checkpoint" / "state.json").is_file():
             raise RunError(f"{run_dir}: no checkpoint to resume from (the run finished or never started)")
