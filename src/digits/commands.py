@@ -54,7 +54,7 @@ def _check_file(path: Path) -> int:
 
 def _first_line(path: Path) -> str:
     with open(path, "rb") as fh:
-        return fh.readline(200).decode("utf-8", "replace").strip()
+        return fh.readline(200).decode("utf-8-sig", "replace").strip()  # past a byte-order mark
 
 
 def _print_counts(labels: object) -> None:
