@@ -17,11 +17,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-# The built-in data: the real MNIST as a Kaggle folder with its answer key.
-$(DATA)/train.csv: | $(STAMP)
+# The built-in data: the real MNIST as a Kaggle folder with its answer key. prepare.json is
+# written last, so a prepare that was killed half-way is done again.
+$(DATA)/prepare.json: | $(STAMP)
 	$(DIGITS) data prepare --out $(DATA)
 
-data: $(DATA)/train.csv
+data: $(DATA)/prepare.json
 
 demo: install data
 	$(DIGITS) tutorial --data $(DATA)

@@ -31,18 +31,18 @@ from digits.models.registry import count_parameters, create_model
 from digits.predict.predictor import load_predictor, predict_proba
 from digits.predict.submission import read_submission, score_submission, write_submission
 from digits.presets import load_preset
-from digits.runs import cpu_info
 from digits.train.device import resolve_device
 from digits.train.ensemble import EnsembleSpec, train_ensemble
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py beside this script
 
 
 def machine() -> str:
-    """The device and host, for the record."""
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return f"{cpu_info()[0]}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    """The device and host, for the record: the hardware's facts (ISA level, bf16), versions."""
+    from machine import describe
+
+    return describe("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run_one(spec: EnsembleSpec, train: DigitSet, run_dir: Path) -> tuple[float, object]:

@@ -125,9 +125,9 @@ def start_server(run_dir: str, runtime: str) -> tuple[subprocess.Popen, int]:
 
 
 def machine() -> str:
-    from digits.runs import cpu_info  # imports torch: only when describing the machine
+    from digits.hardware import hardware  # imports torch: only when describing the machine
 
-    cpu = cpu_info()[0]
+    cpu = hardware("cpu").describe()
     system = f"{platform.system()} {platform.release()}"
     return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 

@@ -24,8 +24,6 @@ import argparse
 import datetime as dt
 import importlib.util
 import json
-import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -42,6 +40,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the peers package
 
+from machine import add_isa_flag, describe, levels_to_run, run_held_to_avx2  # noqa: E402
 from peers import plain_torch_mlp, recipe99  # noqa: E402
 
 from digits.data.dataset import DigitSet  # noqa: E402
@@ -56,7 +55,7 @@ from digits.predict.predictor import (  # noqa: E402
     predict_labels,
 )
 from digits.predict.submission import read_submission  # noqa: E402
-from digits.runs import cpu_info, save_model  # noqa: E402
+from digits.runs import save_model  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
 from digits.train.fit import StepSettings, TensorSet, seed_everything, train_model, train_one_epoch  # noqa: E402
 from digits.train.optim import build_optimizer  # noqa: E402
@@ -125,16 +124,6 @@ def table(title: str, contenders: Sequence[Contender], baseline: str | None, uni
                      f"{'-' if np.isnan(cpu) else f'{cpu:.3f}'} | "
                      f"{'-' if np.isnan(acc) else f'{acc:.4f}'} | {ratio} |")
     return "\n".join(lines) + "\n"
-
-
-def machine() -> str:
-    """CPU model, cores, instruction sets that matter here, versions."""
-    model, flags = cpu_info()
-    isa = ", ".join(f for f in ("avx2", "avx512f", "amx_bf16") if f in flags) or "no AVX2"
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (f"{model}, {os.cpu_count()} cores ({isa}), {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads); load average {load}")
 
 
 # --- the tutorial MLP --------------------------------------------------------------------
@@ -388,13 +377,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "digits' MLP path picks one thread by itself")
     parser.add_argument("--results", default=str(HERE / "RESULTS.md"), help="file to append to")
     parser.add_argument("--no-record", action="store_true", help="print only")
+    add_isa_flag(parser)
     args = parser.parse_args(argv)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    here, held = levels_to_run(args.isa)
+    status = run(args, argv) if here else 0
+    return run_held_to_avx2(__file__, argv) if held else status
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Every asked group at this process's ISA level; the report printed and recorded."""
     data_dir, groups = Path(args.data), set(args.only.split(","))
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    report = [f"## speed.py {stamp}\n", f"- machine: {machine()}",
-              f"- command: `python benchmarks/speed.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+    report = [f"## speed.py {stamp}\n", f"- machine: {describe()}",
+              f"- command: `python benchmarks/speed.py {shlex.join(argv)}`",
               f"- {args.repeats} interleaved repetitions per group; medians\n"]
     print("\n".join(report), flush=True)
     with tempfile.TemporaryDirectory(prefix="digits-speed-") as tmp:

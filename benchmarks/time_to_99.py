@@ -14,10 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py beside this script
+
+from machine import add_isa_flag, describe, levels_to_run, run_held_to_avx2  # noqa: E402
 
 from digits.data.dataset import DigitSet
 from digits.data.prepare import load_standard_split
@@ -113,8 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the runs as JSON here")
     parser.add_argument("--profile", action="store_true",
                         help="after timing, profile one more run and print where the time goes")
+    add_isa_flag(parser)
     args = parser.parse_args(argv)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    here, held = levels_to_run(args.isa) if resolve_device(args.device).type == "cpu" else (True, False)
+    status = run(args) if here else 0
+    return run_held_to_avx2(__file__, argv) if held else status
 
+
+def run(args: argparse.Namespace) -> int:
+    """Time the preset over the seeds at this process's ISA level."""
     device = resolve_device(args.device)
     config = load_preset(args.preset).config_for(device).replace(device=str(device))
     config = config.replace(**{k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)})
@@ -122,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     train = DigitSet(x_tr, y_tr.astype(np.int64), "mnist-standard train")
     test = TensorSet.from_digits(DigitSet(x_te, y_te.astype(np.int64), "mnist-standard test"), device)
     graphs = config.cuda_graphs and device.type == "cuda" and not args.eager
-    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = describe(str(device))
     print(f"{args.preset} on {name}, torch {torch.__version__}, {'CUDA graphs' if graphs else 'eager loop'}; "
           f"settings {config.to_dict()}", flush=True)
     runner = time_graphed if graphs else time_eager

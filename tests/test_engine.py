@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from digits.data.kaggle import load_kaggle_csv
-from digits.errors import DigitsError
+from digits.errors import DigitsError, DigitsWarning
 from digits.models.registry import create_model
 from digits.predict.predictor import load_predictor, predict_proba, tta_views
 from digits.presets import list_presets, load_preset
@@ -20,6 +20,7 @@ from digits.train.ensemble import EnsembleSpec, member_split, train_ensemble
 from digits.train.fit import train_model
 
 from conftest import FIXTURES
+from test_hardware import AMX_CPU, AVX2_CPU, H100
 
 SMALL = TrainConfig(model="keras-convnet", epochs=2, batch_size=64, optimizer="adam", lr=1e-3,
                     val_split=0.25, seed=3, device="cpu")
@@ -154,10 +155,11 @@ def test_a_preset_can_change_settings_on_one_kind_of_device(tmp_path):
     path.write_text('[train]\nmodel = "fast-cnn"\nprecision = "bf16"\nchannels_last = true\n\n'
                     '[cuda]\nprecision = "fp32"\nchannels_last = false\n')
     preset = load_preset(path)
-    assert preset.config_for("cpu") == preset.config  # no [cpu] table: as written
-    on_gpu = preset.config_for(torch.device("cuda", 1))
+    with pytest.warns(DigitsWarning):  # bf16 as written, on a CPU that emulates it
+        assert preset.config_for(AVX2_CPU) == preset.config  # no [cpu] table: as written
+    on_gpu = preset.config_for(H100)
     assert (on_gpu.precision, on_gpu.channels_last, on_gpu.model) == ("fp32", False, "fast-cnn")
-    assert load_preset("fast").config_for("cuda").precision == "fp32"
+    assert load_preset("fast").config_for(H100).precision == "fp32"
 
 
 def test_presets_command_lists_the_recipes_and_shows_one_whole(cli):
@@ -165,14 +167,14 @@ def test_presets_command_lists_the_recipes_and_shows_one_whole(cli):
     assert listing.code == 0 and all(name in listing.out for name in list_presets())
     assert "15 x kaggle-cnn, 45 epochs, batch 64" in listing.out  # kaggle-record
     shown = cli("presets", "fast")
-    assert shown.code == 0 and "batch_size=384" in shown.out and '[cuda] precision="fp32"' in shown.out
+    assert shown.code == 0 and "batch_size=384" in shown.out and '[cuda.native-bf16] precision="fp32"' in shown.out
     unknown = cli("presets", "turbo")
     assert unknown.code == 2 and "unknown preset 'turbo'" in unknown.err and not unknown.out
 
 
 @pytest.mark.parametrize("text, message", [
     ('[cuda]\nbatch = 3\n', r"preset .*p.toml: \[cuda\]: unknown training setting\(s\): batch"),
-    ('[cuda]\nprecision = "fp8"\n', r"\[cuda\]: precision must be fp32 or bf16"),
+    ('[cuda]\nprecision = "fp8"\n', r"\[cuda\]: precision must be one of auto, fp32, bf16, fp16"),
     ('cuda = 3\n', r"\[cuda\] must be a table"),
     ('[gpu]\nprecision = "fp32"\n', r"unknown key\(s\) gpu; known: .*\[cuda\]"),
 ])
@@ -207,25 +209,25 @@ def test_a_model_trained_in_bf16_predicts_in_bf16_where_the_cpu_computes_it(tmp_
     for precision in ("fp32", "bf16"):
         spec = EnsembleSpec(SMALL.replace(model="lenet5", epochs=1, precision=precision), members=1)
         train_ensemble(spec, digits_800, tmp_path / precision)
-    monkeypatch.setattr(predictor, "native_bf16", lambda device: True)
+    monkeypatch.setattr(predictor, "hardware", lambda device: AMX_CPU)
     assert load_predictor(tmp_path / "fp32").precisions == ["fp32"]
     bf16 = load_predictor(tmp_path / "bf16")
     assert bf16.precisions == ["bf16"]
     images = digits_800.images[:400]
     fast, exact = bf16.predict_proba(images), predict_proba(bf16.models[0], images)
     assert np.abs(fast - exact).max() < 0.03 and np.mean(fast.argmax(1) == exact.argmax(1)) >= 0.99
-    monkeypatch.setattr(predictor, "native_bf16", lambda device: False)  # emulated bf16 is slower
+    monkeypatch.setattr(predictor, "hardware", lambda device: AVX2_CPU)  # emulated bf16 is slower
     assert load_predictor(tmp_path / "bf16").precisions == ["fp32"]
 
 
 def test_predict_says_which_precision_each_model_read_in(tmp_path, kaggle_dir, cli):
-    from digits.precision import native_bf16
+    from digits.hardware import hardware
 
     run = tmp_path / "run"
     assert cli("train", "--model", "lenet5", "--data", kaggle_dir, "--epochs", "1", "--precision", "bf16",
                "--device", "cpu", "--out", run, "--no-report", "--quiet").code == 0
     auto = json.loads(cli("predict", run, "--data", kaggle_dir, "--device", "cpu", "--json").out)
-    assert auto["precisions"] == ["bf16" if native_bf16(torch.device("cpu")) else "fp32"]
+    assert auto["precisions"] == ["bf16" if hardware("cpu").native_bf16 else "fp32"]
     exact = json.loads(cli("predict", run, "--data", kaggle_dir, "--device", "cpu", "--precision", "fp32",
                            "--json").out)
     assert exact["precisions"] == ["fp32"] and exact["rows"] == auto["rows"]

@@ -53,14 +53,20 @@ def train_both(config: TrainConfig, data):
     {"schedule_args": {"cycle_momentum": False}, "optimizer_args": {"betas": [0.7, 0.9], "fused": True}},
     {"optimizer": "sgd", "lr": 0.05, "schedule": "exponential", "schedule_args": {"gamma": 0.5}},
     {"optimizer": "adamw", "weight_decay": 0.01, "schedule": "cosine"},
+    # fp16 (pre-Ampere GPUs): the loss scaling held on the device, as GradScaler does it
+    {"precision": "fp16", "schedule_args": {"cycle_momentum": False}, "optimizer_args": {"fused": True}},
 ])
 def test_graphed_steps_compute_what_the_training_loop_computes(digits_672, changes):
     rows, epochs, diff = train_both(BASE.replace(**changes), digits_672)
+    # fp16: GradScaler unscales inside the fused kernel, the graph just before it, so fp16 rounding
+    # differs: the losses agree to 1e-3 over both epochs, single weights drift by a step or so of Adam.
+    tolerance = 1e-3 if changes.get("precision") == "fp16" else 1e-4
+    weight_tolerance = 0.1 if changes.get("precision") == "fp16" else 1e-4
     for row, (loss, accuracy, lr) in zip(rows, epochs):
-        assert loss == pytest.approx(row["loss"], rel=1e-4)
+        assert loss == pytest.approx(row["loss"], rel=tolerance)
         assert accuracy == pytest.approx(row["accuracy"], abs=2 / 672)
         assert lr == pytest.approx(row["lr"], rel=1e-5, abs=1e-9)
-    assert diff < 1e-4
+    assert diff < weight_tolerance
 
 
 def test_compiled_forward_and_loss_compute_the_same_steps(digits_672):
@@ -107,6 +113,8 @@ def test_what_graphs_cannot_replay_is_refused_by_name(digits_672):
     data = TensorSet.from_digits(digits_672, CPU)
     with pytest.raises(DigitsError, match="cannot cycle SGD's momentum"):
         GraphedTrainer(create_model("softmax"), data, BASE.replace(optimizer="sgd"), capture=False)
+    with pytest.raises(DigitsError, match="fp16 with CUDA graphs needs a fused optimizer"):
+        GraphedTrainer(create_model("softmax"), data, BASE.replace(precision="fp16"), capture=False)
     with pytest.raises(DigitsError, match="need a CUDA device"):
         GraphedTrainer(create_model("softmax"), data, BASE)
     with pytest.raises(DigitsError, match="at least one full batch of 1024"):

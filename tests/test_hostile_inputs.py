@@ -142,7 +142,7 @@ DAMAGE = {  # what is written into the row, and the message for it
     "a letter": (lambda f: f.__setitem__(500, b"x"), "column pixel499: 'x' is not an integer"),
     "a space": (lambda f: f.__setitem__(500, b" 1"), "column pixel499: ' 1' is not an integer"),
     "a pixel of 256": (lambda f: f.__setitem__(784, b"256"), "column pixel783: 256 is outside 0-255"),
-    "a pixel of 1000": (lambda f: f.__setitem__(1, b"1000"), "column pixel0: 1000 is outside 0-255"),
+    "a pixel of 1000": (lambda f: f.__setitem__(1, b"1000"), "column pixel0: '1000...' (4 digits) is outside 0-255"),
     "a label of 10": (lambda f: f.__setitem__(0, b"10"), "column label: 10 is outside 0-9"),
     "an empty field": (lambda f: f.__setitem__(784, b""), "column pixel783: missing value"),
     "a short row": (lambda f: f.pop(), "short row, 784 values, expected 785"),

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from digits import __version__
-from digits.errors import DigitsError
+from digits.atomic import is_stdout
+from digits.errors import DigitsError, OutputError
+from digits.hardware import PRECISIONS
 from digits.helpformat import HelpFormatter
 from digits.output import add_output_flags, output_mode
 from digits.serve import commands as serve_commands
@@ -106,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="last fraction of rows held out for validation, before shuffling (default 0.05)")
     train.add_argument("--seed", type=_non_negative_int, metavar="N", help="default 0")
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    train.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast")
+    train.add_argument("--precision", choices=PRECISIONS,
+                       help="number format (default auto: bf16 where the hardware computes it natively, "
+                            "fp16 + gradient scaling on pre-Ampere GPUs, else fp32)")
     train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     train.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
     train.add_argument("--cuda-graphs", action="store_true", default=None,
@@ -127,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     predict.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average over 1-pixel shifts")
-    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    predict.add_argument("--precision", choices=PRECISIONS, default="auto",
                          help="auto: the precision each model trained in, where the device computes it "
                               "natively, else fp32")
     add_output_flags(predict)
@@ -181,21 +185,68 @@ def _add_no_report_flag(parser: argparse.ArgumentParser) -> None:
                         help="skip the HTML report written into RUN_DIR/report/ at the end")
 
 
+# Commands whose --out names one file, which may be standard output (``-``, /dev/stdout).
+_FILE_OUTPUTS = ("predict", "report", "export")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``digits`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     created: list[Path] = []
+    # Output written to stdout moves every message to stderr, as --json does, so that
+    # `digits predict RUN --out - > sub.csv` gets nothing but the CSV.
+    to_stdout = args.command in _FILE_OUTPUTS and args.out is not None and is_stdout(args.out)
     try:
-        with output_mode(quiet=getattr(args, "quiet", False), as_json=getattr(args, "json", False)):
+        if to_stdout and getattr(args, "json", False):
+            raise OutputError("--out - and --json would both write to standard output; choose one")
+        with output_mode(quiet=getattr(args, "quiet", False), as_json=getattr(args, "json", False) or to_stdout):
             return _dispatch(args, created)
-    except DigitsError as exc:
-        for path in created:  # a run that failed leaves nothing half-written behind
-            shutil.rmtree(path, ignore_errors=True)
-        sys.stderr.write(f"digits: error: {exc}\n")
-        return 2
     except KeyboardInterrupt:
-        sys.stderr.write("digits: interrupted\n")
+        sys.stderr.write(f"digits: interrupted{_after_interrupt(args, created)}\n")
         return 130
+    except (DigitsError, OSError) as exc:
+        # One shared place for every command: a user error, an unreadable input, a full or
+        # read-only disk all end as one line, and what the command created goes away.
+        _remove(created)
+        sys.stderr.write(f"digits: error: {_one_line(exc)}\n")
+        return 2
+    except BaseException:
+        _remove(created)  # a bug still prints its traceback, but leaves nothing half-written
+        raise
+    finally:
+        _release_claims()
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        return f"{where}: {exc.strerror}" if where else exc.strerror
+    return str(exc).strip().replace("\n", " ")
+
+
+def _remove(created: list[Path]) -> None:
+    for path in created:  # a run that failed leaves nothing half-written behind
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _release_claims() -> None:
+    if "digits.runs" in sys.modules:  # only training claims run directories; never import torch for it
+        sys.modules["digits.runs"].release_run_dirs()
+
+
+def _after_interrupt(args: argparse.Namespace, created: list[Path]) -> str:
+    """What to say after ``digits: interrupted``: how to resume a run that can be resumed.
+    A new run with nothing to resume yet is removed, so the same command can simply be rerun."""
+    if args.command != "train" or not (args.resume or created):
+        return ""
+    from digits.runs import unfinished_run
+
+    run_dir = Path(args.resume) if args.resume else created[0]
+    if unfinished_run(run_dir):
+        return f"; resume with: digits train --resume {run_dir}"
+    if not args.resume:
+        _remove(created)
+    return ""
 
 
 def _dispatch(args: argparse.Namespace, created: list[Path]) -> int:

@@ -22,6 +22,8 @@ def data(args: argparse.Namespace, created: list[Path]) -> int:
         from digits.data.prepare import prepare_kaggle_folder
 
         started = time.perf_counter()
+        if not Path(args.out).exists():
+            created.append(Path(args.out))  # a prepare that fails leaves no folder behind
         with DownloadProgress(console) as downloads:
             result = prepare_kaggle_folder(args.out, args.seed, tuple(args.sources),
                                            log=lambda m: console.print(f"  {m}"), on_bytes=downloads.update)
@@ -75,12 +77,21 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
         source = _data_path(args, "train")
         digits = load_kaggle_csv(source, kind="train")
         run_dir = _make_run_dir(args.out, name, created)
-        console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}")
+        console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}, "
+                      f"in {spec.config.precision} on {hardware_of(spec.config.device).describe()}")
         _train_into(spec, digits, run_dir, str(source))
         created.clear()
     if args.report:
         _report_on(run_dir)
     return _finish_train(args, run_dir)
+
+
+def hardware_of(device: str):
+    """The hardware facts of a configured device name (``auto`` included)."""
+    from digits.hardware import hardware
+    from digits.train.device import resolve_device
+
+    return hardware(resolve_device(device))
 
 
 def _finish_train(args: argparse.Namespace, run_dir: Path) -> int:
@@ -96,13 +107,17 @@ def _training_spec(args: argparse.Namespace):
     from digits.models.registry import resolve_model_args
     from digits.presets import load_preset
     from digits.train.config import TrainConfig
-    from digits.train.device import resolve_device
+    from digits.hardware import hardware
+    from digits.train.device import resolve_config, resolve_device
     from digits.train.ensemble import EnsembleSpec
 
     preset = load_preset(args.preset) if args.preset else None
-    # The preset's settings for the device it will run on (its [cuda] table on a GPU, say);
-    # flags given on the command line still win.
-    base = preset.config_for(resolve_device(args.device or preset.config.device)) if preset else TrainConfig()
+    # The preset's settings for the hardware it will run on (its [cuda] table on a GPU, say);
+    # flags given on the command line still win; then the number format is resolved, once.
+    base = TrainConfig()
+    if preset:
+        base = preset.config.replace(**preset.settings_for(hardware(resolve_device(args.device or
+                                                                                   preset.config.device))))
     model_args = dict(base.model_args) if args.model in (None, base.model) else {}
     model_args.update(dict(args.model_arg))
     augment = dict(base.augment) | dict(args.augment)
@@ -114,7 +129,7 @@ def _training_spec(args: argparse.Namespace):
                           channels_last=args.channels_last, cuda_graphs=args.cuda_graphs)
     config = config.replace(model_args=model_args, augment=augment)
     resolve_model_args(config.model, **config.model_args)  # unknown model or argument: fail before any work
-    resolve_device(config.device)
+    config = resolve_config(config, resolve_device(config.device))  # the format this hardware runs
     spec = EnsembleSpec(config, members=args.ensemble or (preset.members if preset else 1),
                         bagging=args.bagging if args.bagging is not None else (preset.bagging if preset else 0.0),
                         tta=preset.tta if preset else False,
@@ -167,15 +182,9 @@ def _resume(args: argparse.Namespace) -> Path:
 
 
 def _make_run_dir(out: str | None, name: str, created: list[Path]) -> Path:
-    from digits.runs import new_run_dir
+    from digits.runs import claim_run_dir, new_run_dir
 
-    if out is None:
-        path = new_run_dir(name)
-    else:
-        path = Path(out)
-        if path.exists() and any(path.iterdir()):
-            raise RunError(f"{path}: already exists and is not empty; choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
+    path = new_run_dir(name) if out is None else claim_run_dir(out)
     created.append(path)
     return path
 
@@ -263,15 +272,34 @@ def models(args: argparse.Namespace, created: list[Path]) -> int:
 
 
 def presets(args: argparse.Namespace, created: list[Path]) -> int:
-    """``digits presets [NAME]``: the shipped recipes in a table, or one preset whole."""
+    """``digits presets [NAME]``: the shipped recipes in a table, or one preset whole, each with
+    the settings it resolves to on this machine's hardware."""
     import json
 
+    from rich.markup import escape
     from rich.table import Table
 
-    from digits.presets import list_presets, load_preset
+    from digits.hardware import hardware
+    from digits.presets import HARDWARE_CLASSES, list_presets, load_preset
+    from digits.train.device import resolve_device
 
     def settings(values: dict) -> str:
         return ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+
+    def tables(on_device: dict) -> list[str]:
+        lines = []
+        for kind, values in on_device.items():
+            general = {k: v for k, v in values.items() if k not in HARDWARE_CLASSES}
+            lines.append(f"[{kind}] {settings(general)}")
+            lines += [f"[{kind}.{name}] {settings(values[name])}" for name in HARDWARE_CLASSES if name in values]
+        return lines
+
+    hw = hardware(resolve_device("auto"))
+
+    def here(preset) -> str:
+        config = preset.config_for(hw)
+        return (f"{config.precision}, batch {config.batch_size}"
+                + (", channels-last" if config.channels_last else ""))
 
     if args.name:
         preset = load_preset(args.name)
@@ -280,20 +308,21 @@ def presets(args: argparse.Namespace, created: list[Path]) -> int:
         if preset.members > 1:
             lines.append(f"[ensemble] members={preset.members}, bagging={preset.bagging}, "
                          f"tta={json.dumps(preset.tta)}, workers={preset.workers}")
-        lines += [f"[{kind}] {settings(values)}" for kind, values in preset.on_device.items()]
+        lines += tables(preset.on_device)
+        lines.append(f"here ({hw.describe()}): {here(preset)}")
         for line in lines:
             console.print(line, highlight=False, markup=False)
         return 0
-    table = Table("preset", "trains", "per device", "target", box=None, pad_edge=False)
+    table = Table("preset", "trains", "per hardware", "here", "target", box=None, pad_edge=False)
     for name in list_presets():
         preset = load_preset(name)
         config = preset.config
         trains = f"{preset.members} x {config.model}" if preset.members > 1 else config.model
         trains += f", {config.epochs} epoch{'s' if config.epochs != 1 else ''}, batch {config.batch_size}"
-        devices = "; ".join(f"{kind}: {settings(values)}" for kind, values in preset.on_device.items())
-        table.add_row(name, trains, devices, preset.target)
+        table.add_row(name, trains, escape("; ".join(tables(preset.on_device))), here(preset), preset.target)
     console.print(table)
-    console.print("`digits presets NAME` shows one whole; `digits train --preset NAME` trains it.")
+    console.print(f"here: {hw.describe()}. `digits presets NAME` shows one whole; "
+                  "`digits train --preset NAME` trains it.")
     return 0
 
 

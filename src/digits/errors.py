@@ -27,6 +27,11 @@ class RunError(DigitsError):
     """A run directory is missing or incomplete."""
 
 
+class OutputError(DigitsError):
+    """An output cannot be written where it was asked: a folder, a path under a file, a full
+    or read-only disk."""
+
+
 class SubmissionError(DigitsError):
     """A submission would be rejected by Kaggle."""
 
@@ -47,3 +52,9 @@ class InputError(DigitsError):
         self.status = status
 class TuneError(DigitsError):
     """A tuning study, its storage or its search space is wrong."""
+
+
+class DigitsWarning(UserWarning):
+    """Something works but not as well as it could here (bf16 emulated on this CPU...).
+
+    The CLI prints it as one line, ``digits: warning: ...``."""

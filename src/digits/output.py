@@ -12,11 +12,13 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from digits.console import console, line_width
+from digits.errors import DigitsWarning
 
 JSON_FORMAT = 1  # bumped when a field changes meaning or goes away; new fields keep it
 
@@ -44,9 +46,19 @@ def output_mode(quiet: bool = False, as_json: bool = False) -> Iterator[None]:
     saved = console.stderr, console.quiet, console.is_interactive
     console.stderr, console.quiet = as_json or saved[0], quiet or saved[1]
     _fit_to_stream()
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, DigitsWarning):
+            shown(message, category, filename, lineno, file, line)
+        elif not quiet:  # ours: one line on stderr, never on stdout (--json keeps it clean)
+            sys.stderr.write(f"digits: warning: {message}\n")
+
+    warnings.showwarning = show
     try:
         yield
     finally:
+        warnings.showwarning = shown
         console.stderr, console.quiet, console.is_interactive = saved
         _fit_to_stream()
 

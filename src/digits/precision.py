@@ -1,4 +1,8 @@
-"""Number formats: bf16 autocast, and where the hardware computes bf16 natively."""
+"""Number formats: autocast and gradient scaling for the format a run resolved to.
+
+Which format a run uses is decided by ``digits.hardware.choose_precision``; this module only
+applies it.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,18 @@ import contextlib
 
 import torch
 
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked for (AMX on recent CPUs, tensor cores on GPUs), else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 or fp16 autocast when asked for, else nothing (fp32)."""
+    if precision in _DTYPES:
+        return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
     return contextlib.nullcontext()
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware (elsewhere it is emulated, and slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        from digits.runs import cpu_info
-
-        return bool({"amx_bf16", "avx512_bf16"} & cpu_info()[1])
-    return False
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 training (its small range underflows gradients), else None."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)

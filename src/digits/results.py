@@ -42,7 +42,8 @@ def describe_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     config, metrics = read_json(run_dir / "config.json", CONFIG), read_json(run_dir / "metrics.json", METRICS)
     return {"run_dir": str(run_dir.resolve()), "model": metrics["model"],
             "model_args": config["train"]["model_args"], "parameters": metrics["parameters"], "members": 1,
-            "data": _data(config["data"]), "config": config["train"], "epochs": metrics["epochs"],
+            "data": _data(config["data"]), "config": config["train"],
+            "hardware": config.get("environment", {}).get("hardware"), "epochs": metrics["epochs"],
             "train_seconds": metrics["train_seconds"], "final": metrics["final"],
             "best": best_epochs(History.load(run_dir / "history.csv")),
             "files": absolute(run_files(run_dir)), "ensemble": None}
@@ -61,7 +62,8 @@ def _describe_ensemble(run_dir: Path) -> dict[str, Any]:
     return {"run_dir": str(run_dir.resolve()), "model": spec["train"]["model"],
             "model_args": spec["train"]["model_args"], "parameters": members[0]["parameters"],
             "members": len(members), "data": first | {"rows": first["train_rows"] + first["val_rows"]},
-            "config": spec["train"], "epochs": max(m["epochs"] for m in members),
+            "config": spec["train"], "hardware": spec.get("environment", {}).get("hardware"),
+            "epochs": max(m["epochs"] for m in members),
             "train_seconds": metrics["train_seconds"], "final": None, "best": None,
             "files": absolute(run_files(run_dir)),
             "ensemble": {"bagging": spec["bagging"], "tta": spec["tta"],

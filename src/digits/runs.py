@@ -16,14 +16,15 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from digits import __version__
-from digits.atomic import atomic_path
 from digits.errors import ModelError, RunError
+from digits.hardware import cpu_info, hardware
 from digits.jsonfile import MODEL_CARD, read_json, write_json
 from digits.models.layers import Classifier
 from digits.models.registry import count_parameters, create_model, get_model_info
+from digits.tensorfile import write_tensors
 from digits.weightsfile import check_weights_file
 
 MODEL_FORMAT = 1
@@ -61,25 +62,80 @@ def new_run_dir(name: str, base: str | os.PathLike[str] = "runs") -> Path:
     raise RunError(f"{base}: cannot create a run directory for {name}")
 
 
-def cpu_info() -> tuple[str, set[str]]:
-    """The CPU's model name and instruction-set flags (from /proc/cpuinfo where there is one)."""
-    model, flags = platform.processor() or platform.machine(), set()
+# Descriptors of the run directories this process has claimed; the kernel drops their locks
+# when the process ends, however it ends, so a killed training leaves no lock behind.
+_CLAIMS: dict[Path, int] = {}
+
+
+def claim_run_dir(path: str | os.PathLike[str]) -> Path:
+    """Make ``path`` this process's new run directory, or raise RunError: one step, so two
+    trainings given the same ``--out`` cannot both get it.
+
+    The folder is created if need be, then locked (``flock``, held until the process ends)
+    and only then checked for emptiness: whoever holds the lock of an empty folder owns it.
+    An interrupted run there is named, with how to resume it.
+    """
+    path = Path(path)
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY)
+    except (FileExistsError, NotADirectoryError):
+        raise RunError(f"{path}: exists and is not a folder; choose another --out") from None
+    try:
+        _lock(fd, path)
+        if any(path.iterdir()):
+            if unfinished_run(path):
+                raise RunError(f"{path}: holds an interrupted run; use --resume {path} to continue it, "
+                               "or choose another --out")
+            raise RunError(f"{path}: already exists and is not empty; choose another --out")
+    except BaseException:
+        os.close(fd)
+        raise
+    _CLAIMS[path] = fd
+    return path
 
 
-def environment() -> dict[str, str]:
-    """Versions and machine, recorded beside every run so it can be repeated."""
+def release_run_dirs() -> None:
+    """Drop every claim this process holds (at the end of a command, so that a later command
+    in the same process, a notebook's say, can check the folder again)."""
+    while _CLAIMS:
+        os.close(_CLAIMS.popitem()[1])
+
+
+def _lock(fd: int, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the emptiness check alone remains
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunError(f"{path}: another training is writing into it; choose another --out") from None
+
+
+def unfinished_run(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``run_dir`` holds a training that stopped before the end (a checkpoint, or an
+    ensemble without its final metrics): ``digits train --resume`` continues it."""
+    run_dir = Path(run_dir)
+    if (run_dir / "checkpoint" / "state.json").is_file():
+        return True
+    return (run_dir / "ensemble.json").is_file() and not (run_dir / "metrics.json").is_file()
+
+
+def check_finished(run_dir: str | os.PathLike[str]) -> None:
+    """RunError when ``run_dir`` has no final model yet because its training is still going
+    or was interrupted (``model.json: missing`` would not say what to do)."""
+    run_dir = Path(run_dir)
+    if unfinished_run(run_dir) and not (run_dir / "model.json").is_file():
+        raise RunError(f"{run_dir}: still training or interrupted (no model yet); "
+                       f"resume with digits train --resume {run_dir}")
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Versions, machine and the facts of the device trained on, recorded beside every run."""
     return {"digits": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "machine": f"{cpu_info()[0]}, {platform.system()} {platform.machine()}, {os.cpu_count()} cores"}
+            "machine": f"{cpu_info()[0]}, {platform.system()} {platform.machine()}, {os.cpu_count()} cores",
+            "hardware": hardware(device).to_dict()}
 
 
 def save_model(run_dir: str | os.PathLike[str], model: Classifier, name: str,
@@ -87,8 +143,8 @@ def save_model(run_dir: str | os.PathLike[str], model: Classifier, name: str,
     """Write ``<stem>.safetensors`` and ``<stem>.json`` into ``run_dir``."""
     card = ModelCard(name, args, model.mean, model.std, 10, count_parameters(model))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(Path(run_dir) / f"{stem}.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"architecture": name, "format": str(MODEL_FORMAT)})
+    write_tensors(Path(run_dir) / f"{stem}.safetensors", state,
+                  metadata={"architecture": name, "format": str(MODEL_FORMAT)})
     write_json(Path(run_dir) / f"{stem}.json", card.to_dict())
     return card
 
@@ -103,6 +159,7 @@ def load_model(run_dir: str | os.PathLike[str], device: torch.device | str = "cp
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
+    check_finished(run_dir)
     card_file = run_dir / f"{stem}.json"
     meta = read_json(card_file, MODEL_CARD)
     name, args, norm = meta["architecture"], meta["args"], meta["normalization"]

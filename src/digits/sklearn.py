@@ -258,7 +258,7 @@ def _global_rng_kept() -> Iterator[None]:
 
 def _threads_for(model: nn.Module) -> contextlib.AbstractContextManager:
     """One thread for a small model on the CPU: its matmuls take less time than waking a second."""
-    from digits.train.fast_mlp import SMALL_MODEL, use_threads
+    from digits.hardware import SMALL_MODEL, use_threads
 
     small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL
     on_cpu = next(model.parameters()).device.type == "cpu"

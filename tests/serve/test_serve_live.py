@@ -180,6 +180,8 @@ def _draw(page, pad: dict, scale: float, stroke: list[tuple[float, float]]) -> N
 
 
 def _wait_for_newest_answer(page) -> None:
-    page.wait_for_function("window.digitsState.pending === 0 && "
+    # A function, not a bare expression: Playwright evaluates an expression string with eval,
+    # which the page's Content-Security-Policy forbids.
+    page.wait_for_function("() => window.digitsState.pending === 0 && "
                            "window.digitsState.shown === window.digitsState.sent", timeout=15_000)
 

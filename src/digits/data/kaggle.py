@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ _CSV_BYTE = np.zeros(256, bool)
 _CSV_BYTE[list(CSV_BYTES)] = True
 TRAIN_HEADER = ("label", *PIXELS)
 TEST_HEADER = PIXELS
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keyed on the file's content
 
 
 
@@ -72,7 +73,7 @@ def _read_bytes(path: Path, member: str | None) -> bytes:
             if member not in names:
                 raise DataError(f"{path}: the zip holds no {member} (it has {', '.join(sorted(names)) or 'nothing'})")
             return _inflate(zf, zf.getinfo(names[member]), f"{path}: member {member}")
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zlib.error) as exc:  # zlib.error: a corrupt deflate stream
         raise DataError(f"{path}: broken zip file ({exc})") from None
 
 
@@ -273,6 +274,8 @@ def _check_row(line: str, number: int, expected: tuple[str, ...], origin: str) -
         if not _is_integer(field):
             raise DataError(f"{where}, column {name}: '{field[:20]}' is not an integer")
         high = 9 if name == "label" else 255
+        if len(field.lstrip("+-0")) > 3:  # out of range; int() would refuse past 4,300 digits
+            raise DataError(f"{where}, column {name}: '{field[:20]}...' ({len(field)} digits) is outside 0-{high}")
         if not 0 <= int(field) <= high:
             raise DataError(f"{where}, column {name}: {int(field)} is outside 0-{high}")
         if field[0] in "+-":  # in range, but Kaggle's files hold digits only
@@ -302,9 +305,15 @@ def write_kaggle_csv(target: str | os.PathLike[str], images: np.ndarray,
 # --- binary cache -------------------------------------------------------------------------
 
 def _cache_key(path: Path, member: str | None) -> str:
-    st = path.stat()
-    ident = f"{CACHE_FORMAT}|{path.resolve()}|{member}|{st.st_size}|{st.st_mtime_ns}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:32]
+    # Keyed on the bytes, not on the path and mtime: a file edited with its mtime put back
+    # (rsync -t, touch -r, a restored backup) must not be read from a stale cache. SHA-256
+    # (OpenSSL, with the CPU's SHA instructions where it has them) hashed faster here than
+    # BLAKE2b or MD5, and far faster than polars parses the file.
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return f"{CACHE_FORMAT}-{member or ''}-{digest.hexdigest()[:32]}".replace("/", "_")
 
 
 def _cache_file(key: str) -> Path:

@@ -24,6 +24,8 @@ from digits.predict.submission import write_submission
 
 N_KAGGLE_TRAIN = 42_000
 STANDARD_FILE = "mnist-standard.npz"
+DONE_FILE = "prepare.json"  # written last; the Makefile's `data` target is this file
+WRITTEN = ("train.csv", "test.csv", "sample_submission.csv", "solution.csv", STANDARD_FILE, DONE_FILE)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ def prepare_kaggle_folder(out: str | os.PathLike[str], seed: int = 0,
     ``log`` and ``on_bytes`` are passed to :func:`load_mnist`.
     """
     out = Path(out)
+    _start_over(out)
     if len(user_files) == 1 and zipfile.is_zipfile(user_files[0]) and not str(user_files[0]).endswith(
             (".npz", ".whl")):
         return _unpack_kaggle_zip(Path(user_files[0]), out, log)
@@ -68,7 +71,7 @@ def prepare_kaggle_folder(out: str | os.PathLike[str], seed: int = 0,
     written.append(out / STANDARD_FILE)
     info = {"source": mnist.source, "seed": seed, "train_rows": len(train_idx), "test_rows": len(test_idx),
             "standard_split": "first 60000 rows train, last 10000 test"}
-    written.append(write_json(out / "prepare.json", info))
+    written.append(write_json(out / DONE_FILE, info))  # last: its presence means the folder is complete
     return PreparedData(out, tuple(written), mnist.source)
 
 
@@ -79,8 +82,21 @@ def _unpack_kaggle_zip(zip_path: Path, out: Path, log: Callable[[str], None]) ->
     written = (write_kaggle_csv(out / "train.csv", train.images, train.labels),
                write_kaggle_csv(out / "test.csv", test.images, None),
                write_submission(out / "sample_submission.csv", np.zeros(len(test), np.int64)))
+    written += (write_json(out / DONE_FILE, {"source": str(zip_path), "train_rows": len(train),
+                                              "test_rows": len(test)}),)
     log(f"unpacked Kaggle's files from {zip_path}")
     return PreparedData(out, written, str(zip_path))
+
+
+def _start_over(out: Path) -> None:
+    """Before writing: drop the completion marker (so a prepare killed half-way over a finished
+    folder does not leave it looking finished) and the temporary files a killed prepare left."""
+    if not out.is_dir():
+        return
+    (out / DONE_FILE).unlink(missing_ok=True)
+    for name in WRITTEN:
+        for stale in out.glob(f".{name}.*.tmp"):  # digits.atomic's temporary names for them
+            stale.unlink(missing_ok=True)
 
 
 def load_standard_split(folder: str | os.PathLike[str]) -> tuple[np.ndarray, ...]:

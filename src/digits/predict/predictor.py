@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from digits.errors import ModelError, RunError
-from digits.precision import autocast, native_bf16
-from digits.train.fast_mlp import is_small_mlp, use_threads
+from digits.hardware import hardware, use_threads
+from digits.precision import autocast
+from digits.train.fast_mlp import is_small_mlp
 
 
 def tta_views(pixels: torch.Tensor) -> list[torch.Tensor]:
@@ -98,11 +99,12 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
     ``precision``: ``auto`` predicts each model in the precision it trained in where the
     device computes it natively (see ``inference_precision``), else fp32; or ``fp32``/``bf16``."""
     from digits.jsonfile import ENSEMBLE, read_json
-    from digits.runs import load_model
+    from digits.runs import check_finished, load_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
+    check_finished(run_dir)  # an ensemble still training: named as a whole, not by its member
     tta, dirs = False, [run_dir]
     if (run_dir / "ensemble.json").is_file():
         spec = read_json(run_dir / "ensemble.json", ENSEMBLE)
@@ -115,13 +117,15 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
 def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> str:
     """The number format to predict with: the one the model trained in (its config.json), when
     the device computes it natively; else fp32. A model trained under bf16 autocast reads the
-    same digits in bf16 (28,000 of 28,000 for kaggle-cnn), 4x faster on a CPU with AMX."""
+    same digits in bf16 (28,000 of 28,000 for kaggle-cnn)."""
     from digits.jsonfile import TRAIN, Optional, read_json
 
     config = Path(run_dir) / "config.json"
     recorded = read_json(config, {"train": Optional(TRAIN)}) if config.is_file() else {}
     trained = (recorded.get("train") or {}).get("precision") or "fp32"
-    return "bf16" if trained == "bf16" and native_bf16(torch.device(device)) else "fp32"
+    hw = hardware(torch.device(device))
+    native = {"bf16": hw.native_bf16, "fp16": hw.kind == "cuda" and (hw.fast_fp16 or hw.native_bf16)}
+    return trained if native.get(trained, False) else "fp32"
 
 
 def for_inference(model: nn.Module) -> nn.Module:

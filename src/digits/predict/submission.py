@@ -61,6 +61,9 @@ def _parse_row(line: str, number: int, path: Path) -> tuple[int, int]:
         field = field.strip()
         if not (field.isascii() and field.isdigit()):
             raise SubmissionError(f"{path}: line {number}, column {name}: '{field[:20]}' is not an integer")
+        if len(field) > 18:  # no ImageId is this long; int() would refuse past 4,300 digits
+            raise SubmissionError(f"{path}: line {number}, column {name}: '{field[:20]}...' ({len(field)} "
+                                  "digits) is out of range")
         values.append(int(field))
     if not 0 <= values[1] <= 9:
         raise SubmissionError(f"{path}: line {number}, column Label: {values[1]} is outside 0-9")

@@ -12,6 +12,7 @@ from typing import Any
 
 from digits.atomic import write_text
 from digits.errors import DigitsError
+from digits.hardware import Hardware, hardware
 from digits.tomlfiles import read_named_toml, shipped_names
 from digits.train.config import TrainConfig
 
@@ -28,15 +29,26 @@ class Preset:
     bagging: float = 0.0   # fraction of rows each member holds out at random; 0 = config.val_split
     tta: bool = False      # test-time augmentation when predicting
     workers: int = 1       # members trained at once (processes); useful on a GPU
-    # Per device type ("cpu", "cuda", "mps"): settings that replace the config's there. What is
-    # fastest differs: bf16 + channels-last pays on a CPU with AMX and costs on an H100.
+    # Per device type ("cpu", "cuda", "mps"): settings that replace the config's there, and
+    # within a table, per class of hardware ("native-bf16", "emulated-bf16"): settings that
+    # replace those. What is fastest differs: channels-last pays on a CPU with AMX, not on AVX2.
     on_device: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def config_for(self, device: Any) -> TrainConfig:
-        """The training config on ``device`` (a ``torch.device`` or a name such as "cuda:0"):
-        the preset's, with its ``[cpu]``/``[cuda]``/``[mps]`` table applied when it has one."""
-        kind = getattr(device, "type", None) or str(device).split(":")[0]
-        return self.config.replace(**self.on_device.get(kind, {}))
+    def settings_for(self, hw: Hardware) -> dict[str, Any]:
+        """The settings this preset changes on hardware ``hw``: its ``[cpu]``/``[cuda]``/``[mps]``
+        table, then that table's ``[cpu.native-bf16]`` or ``[cpu.emulated-bf16]`` sub-table."""
+        table = dict(self.on_device.get(hw.kind, {}))
+        classes = {name: table.pop(name) for name in HARDWARE_CLASSES if name in table}
+        return table | classes.get(hw.bf16_class, {})
+
+    def config_for(self, target: Any) -> TrainConfig:
+        """The training config on ``target`` (a ``torch.device``, a name such as "cuda:0", or the
+        ``Hardware`` facts of one): the preset's, with the settings for that hardware applied and
+        its number format resolved."""
+        from digits.train.device import resolve_config
+
+        hw = target if isinstance(target, Hardware) else hardware(target)
+        return resolve_config(self.config.replace(**self.settings_for(hw)), hw)
 
 
 def list_presets() -> list[str]:
@@ -51,6 +63,7 @@ def load_preset(name: str) -> Preset:
 
 
 DEVICE_TABLES = ("cpu", "cuda", "mps")
+HARDWARE_CLASSES = ("native-bf16", "emulated-bf16")
 
 
 def _from_dict(label: str, data: dict[str, Any]) -> Preset:
@@ -67,10 +80,18 @@ def _from_dict(label: str, data: dict[str, Any]) -> Preset:
     for kind, settings in on_device.items():
         if not isinstance(settings, dict):
             raise DigitsError(f"preset {label}: [{kind}] must be a table of training settings")
-        try:  # fail at load, naming the table, rather than on the first run on that device
-            TrainConfig.from_dict(config.to_dict() | settings)
-        except DigitsError as exc:
-            raise DigitsError(f"preset {label}: [{kind}]: {exc}") from None
+        general = {k: v for k, v in settings.items() if k not in HARDWARE_CLASSES}
+        tables = {kind: general}
+        for name in HARDWARE_CLASSES:
+            if name in settings and not isinstance(settings[name], dict):
+                raise DigitsError(f"preset {label}: [{kind}.{name}] must be a table of training settings")
+            if name in settings:
+                tables[f"{kind}.{name}"] = general | settings[name]
+        for table, values in tables.items():
+            try:  # fail at load, naming the table, rather than on the first run on that hardware
+                TrainConfig.from_dict(config.to_dict() | values)
+            except DigitsError as exc:
+                raise DigitsError(f"preset {label}: [{table}]: {exc}") from None
     return Preset(Path(label).stem, data.get("description", ""), data.get("target", ""), config,
                   int(ensemble.get("members", 1)), float(ensemble.get("bagging", 0.0)),
                   bool(ensemble.get("tta", False)), int(ensemble.get("workers", 1)), on_device)

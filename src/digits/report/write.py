@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from digits import __version__
-from digits.atomic import write_bytes, write_text
-from digits.errors import RunError
+from digits.atomic import output_kind, write_bytes, write_text
+from digits.errors import OutputError, RunError
 from digits.report import html, numbers
 from digits.report.evaluate import (
     Evaluation,
@@ -74,11 +74,26 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     written = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
     text = html.page(f"Report: {record.name}", f"{KIND_NAMES[record.kind]}, {record.model}; "
                      f"{record.path}; written {written} by digits {__version__}", sections)
+    return _write_files(target, text, pngs)
+
+
+def _write_files(target: Path, text: str, pngs: dict[str, bytes]) -> Path:
+    """The page, and the PNGs beside it when it is a file (a FIFO, a device or stdout gets
+    the self-contained page alone). If any write fails, the PNGs written are removed."""
+    beside = pngs if output_kind(target) == "file" else {}
+    new_folder = not target.parent.exists()
+    written: list[Path] = []
     try:
-        for name, png in pngs.items():
-            write_bytes(target.parent / name, png)
+        for name, png in beside.items():
+            written.append(write_bytes(target.parent / name, png))
         return write_text(target, text)
-    except OSError as exc:
+    except (OSError, OutputError) as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if new_folder and target.parent.is_dir() and not any(target.parent.iterdir()):
+            target.parent.rmdir()
+        if isinstance(exc, OutputError):
+            raise
         raise RunError(f"{target}: cannot write the report there ({exc.strerror or exc})") from None
 
 

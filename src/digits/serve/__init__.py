@@ -13,6 +13,9 @@
 Modules: ``preprocess`` (MNIST-style preprocessing and image decoding, no torch),
 ``runtime`` (torch or ONNX Runtime behind one protocol), ``reader`` (preprocessing + runtime:
 the one path behind the page, the API and the CLI), ``inputs`` (request bodies to pictures),
-``middleware`` (body limit), ``schemas`` (response shapes), ``app`` (FastAPI), ``server``
-(uvicorn), ``export`` (ONNX), ``commands`` (the CLI's sub-commands), ``static/`` (the page).
+``middleware`` (body and request limits, Host check, HEAD, security headers), ``accesslog``
+(one line per request), ``docs`` (/docs and /redoc from installed assets), ``schemas``
+(response shapes), ``app`` (FastAPI), ``protocol`` (read deadlines and the connection bound
+on uvicorn's h11), ``settings`` (their limits, as plain data), ``server`` (uvicorn), ``export``
+(ONNX), ``commands`` (the CLI's sub-commands), ``static/`` (the page).
 """

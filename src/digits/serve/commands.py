@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from digits.helpformat import HelpFormatter
+from digits.serve.settings import ACCESS_LOG_FORMATS, ConnectionLimits
 
 COMMANDS = ("serve", "export", "predict-image")
 RUNTIMES = ("torch", "onnx")
@@ -27,6 +28,35 @@ def add_commands(sub: Any) -> None:
     serve.add_argument("--port", type=_port, default=8000, metavar="N")
     serve.add_argument("--runtime", default="torch", choices=RUNTIMES,
                        help="onnx serves RUN_DIR/model.onnx without importing torch")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests whose Host header names NAME (repeatable; '*': any). "
+                            "Bound to a loopback address the server answers only to localhost, 127.0.0.1 "
+                            "and [::1], which stops DNS rebinding; bound elsewhere, to any name unless "
+                            "this is given")
+    logs = serve.add_argument_group("access log")
+    logs.add_argument("--access-log", metavar="FILE",
+                      help="append one line per request to FILE ('-': stdout); reopened when logrotate "
+                           "moves it")
+    logs.add_argument("--access-log-format", default="json", choices=ACCESS_LOG_FORMATS,
+                      help="json: one JSON object a line (time, client, method, path, query, status, "
+                           "bytes, duration_ms, host, user_agent, referer); text: the Combined Log Format "
+                           "of Apache and nginx")
+    guard = serve.add_argument_group("slow and idle clients")
+    defaults = ConnectionLimits()
+    guard.add_argument("--header-timeout", type=_seconds, default=defaults.header_timeout_s, metavar="S",
+                       help="a request's headers must arrive within S seconds of the connection opening "
+                            "or of the previous answer; else 408 and closed")
+    guard.add_argument("--body-timeout", type=_seconds, default=defaults.body_timeout_s, metavar="S",
+                       help=f"a request's body must arrive within S seconds, plus one second for every "
+                            f"{defaults.min_body_rate:,} bytes received; else 408 and closed")
+    guard.add_argument("--keep-alive", type=_seconds, default=defaults.keep_alive_s, metavar="S",
+                       help="close an idle keep-alive connection after S seconds")
+    guard.add_argument("--max-connections", type=_count, default=defaults.max_connections, metavar="N",
+                       help="connections open at once; past N the one waiting longest without a request "
+                            "is closed to make room. Requests in progress are held to half of N (at most "
+                            "64; past that 503), so a health check always finds room")
+    guard.add_argument("--shutdown-timeout", type=_seconds, default=defaults.shutdown_timeout_s, metavar="S",
+                       help="on SIGTERM or Ctrl-C, requests in progress get S seconds to finish")
 
     export = sub.add_parser("export", formatter_class=fmt, help="export a run's model (ONNX)")
     export.add_argument("run_dir", metavar="RUN_DIR")
@@ -51,6 +81,26 @@ def _port(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 100000, got {text!r}")
+    return value
+
+
 def run_command(args: argparse.Namespace, created: list[Path]) -> int:
     """Run the serving command named by ``args.command``."""
     handler = {"serve": serve, "export": export, "predict-image": predict_image}[args.command]
@@ -61,7 +111,12 @@ def serve(args: argparse.Namespace) -> int:
     """``digits serve RUN_DIR``: uvicorn on ``--host``:``--port`` until interrupted."""
     from digits.serve.server import run_server
 
-    run_server(args.run_dir, args.host, args.port, args.runtime)
+    connections = ConnectionLimits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                                   keep_alive_s=args.keep_alive, max_connections=args.max_connections,
+                                   shutdown_timeout_s=args.shutdown_timeout)
+    run_server(args.run_dir, args.host, args.port, args.runtime, connections=connections,
+               allowed_hosts=args.allowed_host, access_log=args.access_log,
+               access_log_format=args.access_log_format)
     return 0
 
 

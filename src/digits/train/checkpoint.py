@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from digits.atomic import atomic_path, write_text
+from digits.atomic import write_text
 from digits.errors import RunError
 from digits.jsonfile import ListOf, Spec, read_json
+from digits.tensorfile import write_tensors
 from digits.weightsfile import check_weights_file
 
 STATE_FILE = "state.json"
@@ -66,8 +67,7 @@ def save_checkpoint(folder: str | os.PathLike[str], epoch: int, *, model: torch.
         tensors[f"best.{k}"] = v
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     name = f"epoch-{epoch:04d}.safetensors"
-    with atomic_path(folder / name) as tmp:
-        save_file(tensors, str(tmp))
+    write_tensors(folder / name, tensors)
     state = {"epoch": epoch, "tensors": name, "optimizer": optim_plain,
              "scheduler": scheduler.state_dict() if scheduler is not None else None, **extra}
     path = write_text(folder / STATE_FILE, json.dumps(state, default=_json_default) + "\n")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from digits.errors import DigitsError
+from digits.hardware import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class TrainConfig:
     shuffle: bool = True          # reshuffle the training rows every epoch
     seed: int = 0
     device: str = "auto"          # auto | cpu | cuda | cuda:N | mps
-    precision: str = "fp32"       # fp32 | bf16 (autocast; AMX on recent CPUs, tensor cores on GPUs)
+    precision: str = "auto"       # auto | fp32 | bf16 | fp16 (autocast); auto: digits.hardware.choose_precision
     compile: bool = False         # torch.compile the model
     channels_last: bool = False   # NHWC memory layout for convolutions
     cuda_graphs: bool = False     # on CUDA: replay captured optimizer steps (drops the last partial batch)
@@ -49,8 +50,8 @@ class TrainConfig:
             raise DigitsError(f"--lr must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise DigitsError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.precision not in ("fp32", "bf16"):
-            raise DigitsError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise DigitsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.monitor not in ("val_accuracy", "val_loss"):
             raise DigitsError(f"monitor must be val_accuracy or val_loss, got {self.monitor!r}")
         unknown = sorted(set(self.augment) - {"rotation", "zoom", "shift", "elastic"})

@@ -7,6 +7,7 @@ at once in worker processes, since one small CNN leaves the GPU mostly idle.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from digits.jsonfile import read_json, write_json
 from digits.runs import environment
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
+from digits.train.device import resolve_config, resolve_device
 from digits.train.run import train_run
 
 
@@ -70,11 +72,13 @@ def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLik
     """
     run_dir = Path(run_dir)
     source = data_source or data.origin
+    device = resolve_device(spec.config.device)
+    spec = dataclasses.replace(spec, config=resolve_config(spec.config, device))
     configs = [spec.config.replace(seed=spec.config.seed + i) for i in range(spec.members)]
     dirs = [run_dir / "members" / f"{i + 1:02d}" for i in range(spec.members)]
     write_json(run_dir / "ensemble.json", {
         "members": [str(d.relative_to(run_dir)) for d in dirs], "tta": spec.tta, "bagging": spec.bagging,
-        "train": spec.config.to_dict(), "environment": environment()})
+        "train": spec.config.to_dict(), "environment": environment(device)})
     if spec.workers > 1 and spec.members > 1:
         # spawn: CUDA cannot be used in forked children.
         ctx = multiprocessing.get_context("spawn")

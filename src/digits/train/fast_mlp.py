@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digits.hardware import SMALL_MODEL, use_threads
 from digits.models.layers import Classifier
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
@@ -41,11 +42,10 @@ if TYPE_CHECKING:
 # (early stopping and best-weights are fit()'s business; CUDA graphs do not apply on the CPU).
 HANDLED_FIELDS = frozenset({"model", "model_args", "epochs", "batch_size", "optimizer", "lr",
                             "optimizer_args", "val_split", "shuffle", "seed", "device", "early_stopping",
-                            "monitor", "restore_best", "cuda_graphs"})
+                            "monitor", "restore_best", "cuda_graphs", "precision"})
 # Optimizer arguments (build_optimizer's names) the hand-written updates implement.
 OPTIMIZER_ARGS = {"rmsprop": {"rho", "eps"}, "adam": {"betas", "eps"}, "sgd": {"momentum", "nesterov"}}
 PROGRESS_UPDATES = 50  # on_batch_end calls per epoch: enough for a smooth bar, cheap next to 650 steps
-SMALL_MODEL = 200_000  # parameters; below this one thread beats two (thread wake-up > matmul time)
 
 
 def mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
@@ -77,22 +77,13 @@ def is_small_mlp(model: nn.Module) -> bool:
     return layers is not None and sum(p.numel() for layer in layers for p in layer.parameters()) < SMALL_MODEL
 
 
-@contextmanager
-def use_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` intra-op threads, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def can_fit_fast(model: nn.Module, config: TrainConfig, callbacks: Sequence[Callback] = (),
                  device: torch.device | None = None) -> bool:
     """Whether ``FastMlpEpochs`` computes exactly what the general loop would for this run."""
     if device is not None and device.type != "cpu":
         return False  # a GPU has its own answer to per-step overhead (CUDA graphs, in fit)
+    if config.precision not in ("fp32", "auto"):
+        return False  # the fused steps compute in fp32
     if any(getattr(config, f.name) != _default(f) for f in dataclasses.fields(config)
            if f.name not in HANDLED_FIELDS):
         return False

@@ -20,14 +20,15 @@ from torch import nn
 
 from digits.data.dataset import DigitSet
 from digits.errors import DigitsError
+from digits.hardware import choose_precision, hardware
 from digits.models.registry import create_model
-from digits.precision import autocast
+from digits.precision import autocast, grad_scaler
 from digits.train.augment import random_affine
 from digits.train.callbacks import Callback
 from digits.train.checkpoint import load_checkpoint, save_checkpoint
 from digits.train.config import TrainConfig
 from digits.train.device import resolve_device
-from digits.train.fast_mlp import FastMlpEpochs, can_fit_fast
+from digits.train.fast_mlp import FastMlpEpochs, can_fit_fast, mlp_layers
 from digits.train.history import History
 from digits.train.optim import build_optimizer
 from digits.train.schedule import Schedule, build_schedule
@@ -64,6 +65,7 @@ class StepSettings:
     label_smoothing: float = 0.0
     augment: dict[str, float] = field(default_factory=dict)
     precision: str = "fp32"
+    scaler: torch.amp.GradScaler | None = None  # fp16: scales the loss so small gradients survive
 
 
 def train_one_epoch(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
@@ -88,9 +90,14 @@ def train_one_epoch(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.M
             logits = forward(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        if settings.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:  # fp16: skips the step (and lowers the scale) when a gradient overflowed
+            settings.scaler.scale(loss).backward()
+            settings.scaler.step(optimizer)
+            settings.scaler.update()
         if schedule is not None:
             schedule.after_step()
         # Accumulate on the device: a .item() here would sync every step.
@@ -158,6 +165,7 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
     from the last one.
     """
     device = device or resolve_device(config.device)
+    config = config.replace(precision=choose_precision(config.precision, hardware(device), mlp_layers(model) is not None))
     model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
@@ -183,7 +191,8 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
     schedule = None if graphed else build_schedule(config.schedule, optimizer, config.epochs, steps, mode,
                                                    **config.schedule_args)
     generator = torch.Generator().manual_seed(config.seed)
-    settings = StepSettings(config.batch_size, config.label_smoothing, dict(config.augment), config.precision)
+    settings = StepSettings(config.batch_size, config.label_smoothing, dict(config.augment), config.precision,
+                            grad_scaler(device, config.precision))
     tracker = BestTracker(config.monitor, config.early_stopping)
     keep_best = bool(config.early_stopping and config.restore_best)
     history, first_epoch, stopped = History(), 1, False

@@ -101,6 +101,13 @@ class GraphedTrainer:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.optimizer = self._make_optimizer()
+        self.scaler = _GraphScaler(device) if config.precision == "fp16" else None
+        if self.scaler is not None:
+            if not self.optimizer.defaults.get("fused"):
+                raise DigitsError("fp16 with CUDA graphs needs a fused optimizer (adam, adamw or sgd with "
+                                  "schedule_args cycle_momentum = false), which skips overflowed steps on the device; "
+                                  "or train without cuda_graphs")
+            self.optimizer.found_inf = self.scaler.found_inf  # read by the fused kernel: skip when set
         # compile: the forward pass and the loss as one function, so that the backward of both
         # is compiled too and the loss's many small operations fuse with the model's.
         self.loss_and_hits = torch.compile(self._loss_and_hits) if config.compile else self._loss_and_hits
@@ -115,6 +122,8 @@ class GraphedTrainer:
             if self.momenta is not None:
                 raise DigitsError("CUDA graphs cannot cycle SGD's momentum; set schedule_args "
                                   "cycle_momentum = false, or train without cuda_graphs")
+            if self.config.precision == "fp16":
+                args.setdefault("fused", True)  # skips overflowed fp16 steps on the device
             return torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=args.pop("momentum", 0.9),
                                    weight_decay=wd, **args)
         cls = torch.optim.Adam if self.config.optimizer == "adam" else torch.optim.AdamW
@@ -138,8 +147,14 @@ class GraphedTrainer:
         if self.momenta is not None:
             self.beta1.copy_(self.block_beta1[i])
         loss, hits = self.loss_and_hits(x, y)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale([p.grad for p in self.model.parameters() if p.grad is not None])
+            self.optimizer.step()
+            self.scaler.update()
         # None, not zeros: the next backward then writes each gradient in place of accumulating
         # into zeroed buffers, one kernel fewer per parameter plus the zeroing (the pattern of
         # PyTorch's whole-network capture example).
@@ -199,6 +214,8 @@ class GraphedTrainer:
                 for value in state.values():
                     if torch.is_tensor(value):
                         value.zero_()
+            if self.scaler is not None:
+                self.scaler.reset()
         self.step = 0
 
     def run_epoch(self, generator: torch.Generator) -> tuple[float, float, float]:
@@ -222,6 +239,39 @@ class GraphedTrainer:
             self.step += n
         last_lr = float(self.lrs[self.step - 1])
         return self.loss_sum.item() / self.steps, self.correct.item() / (self.steps * self.batch), last_lr
+
+
+class _GraphScaler:
+    """fp16 loss scaling that a CUDA graph can hold: GradScaler's arithmetic, with the scale,
+    the overflow flag and the growth counter kept on the device and no host sync. The fused
+    optimizer reads ``found_inf`` and skips a step whose gradients overflowed."""
+
+    def __init__(self, device: torch.device, scale: float = 2.0**16, growth: float = 2.0,
+                 backoff: float = 0.5, interval: int = 2000) -> None:
+        self.initial = scale
+        self.scale_ = torch.full((), scale, device=device)
+        self.inverse = torch.ones((), device=device)
+        self.found_inf = torch.zeros((), device=device)
+        self.growth_tracker = torch.zeros((), dtype=torch.int32, device=device)
+        self.growth, self.backoff, self.interval = growth, backoff, interval
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.scale_
+
+    def reset(self) -> None:
+        self.scale_.fill_(self.initial)
+        self.growth_tracker.zero_()
+
+    def unscale(self, grads: list[torch.Tensor]) -> None:
+        """Divide the gradients by the scale in place; ``found_inf`` says whether any overflowed."""
+        self.found_inf.zero_()
+        torch.reciprocal(self.scale_, out=self.inverse)
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, self.inverse)
+
+    def update(self) -> None:
+        """Halve the scale after an overflow; double it after ``interval`` clean steps."""
+        torch._amp_update_scale_(self.scale_, self.growth_tracker, self.found_inf, self.growth,
+                                 self.backoff, self.interval)
 
 
 class _EagerSteps:

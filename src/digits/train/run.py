@@ -19,6 +19,7 @@ from digits.report.plots import plot_learning_curves
 from digits.runs import environment, save_model
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
+from digits.train.device import resolve_config, resolve_device
 from digits.train.fit import checkpoint_folder, train_model
 from digits.train.history import History
 
@@ -44,6 +45,8 @@ def train_run(config: TrainConfig, data: DigitSet, run_dir: str | os.PathLike[st
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    config = resolve_config(config, device)  # config.json records the format this hardware runs
     train = data
     if val is None:
         train, val = data.split_last(config.val_split)
@@ -51,7 +54,7 @@ def train_run(config: TrainConfig, data: DigitSet, run_dir: str | os.PathLike[st
         write_json(run_dir / "config.json", {
             "train": config.to_dict(), "data": {"source": data_source or data.origin, "rows": len(data),
                                                 "train_rows": len(train), "val_rows": len(val)},
-            "environment": environment()})
+            "environment": environment(device)})
     started = time.perf_counter()
     model, history = train_model(config, train, val if len(val) else None, callbacks,
                                  checkpoint_dir=checkpoint_folder(run_dir), resume=resume)

@@ -45,15 +45,13 @@ _PIXEL_SCALE = 1.0 / 255.0  # as Classifier: pixels 0-255 -> [0, 1]
 
 
 def resolve_precision(precision: str) -> str:
-    """``fp32`` or ``bf16`` as given; ``auto`` is bf16 on CPUs with AMX, where a bf16 matmul of
-    the grid's shapes is about 4x faster than fp32 (fp32 elsewhere, where bf16 is emulated)."""
-    if precision == "auto":
-        from digits.runs import cpu_info
+    """``fp32`` or ``bf16`` as given; ``auto`` asks the hardware rule (bf16 where the CPU computes
+    it natively, fp32 where it is emulated). The stack computes on the CPU, in fp32 or bf16 only."""
+    from digits.hardware import choose_precision, hardware
 
-        return "bf16" if "amx_bf16" in cpu_info()[1] else "fp32"
-    if precision not in ("fp32", "bf16"):
+    if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-    return precision
+    return choose_precision(precision, hardware("cpu"))
 
 
 def _linears(model: Classifier) -> tuple[nn.Linear, nn.Linear]:

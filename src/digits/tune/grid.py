@@ -20,7 +20,7 @@ from digits.data.dataset import DigitSet
 from digits.errors import DigitsError
 from digits.models.layers import Classifier
 from digits.models.registry import create_model
-from digits.train.fast_mlp import use_threads
+from digits.hardware import use_threads
 from digits.train.history import History
 from digits.tune.batched_mlp import MlpStack, Stream, resolve_precision, train_stack
 
