@@ -168,10 +168,12 @@ def _resume(args: argparse.Namespace) -> Path:
         config = TrainConfig.from_dict(recorded["train"], f"{run_dir / 'ensemble.json'}: field 'train'")
         spec = EnsembleSpec(config, len(recorded["members"]), recorded.get("bagging") or 0.0,
                             bool(recorded.get("tta")), args.workers or 1)
-        source = read_json(run_dir / recorded["members"][0] / "config.json", RESUMABLE_CONFIG)["data"]["source"]
+        first = read_json(run_dir / recorded["members"][0] / "config.json", RESUMABLE_CONFIG)
+        source = first["data"]["source"]
     else:
         recorded = read_json(run_dir / "config.json", RESUMABLE_CONFIG)
-        spec = EnsembleSpec(TrainConfig.from_dict(recorded["train"], f"{run_dir / 'config.json'}: field 'train'"))
+        where = f"{run_dir / 'config.json'}: field 'train'"
+        spec = EnsembleSpec(TrainConfig.from_dict(recorded["train"], where))
         source = recorded["data"]["source"]
         if not (run_dir / "checkpoint" / "state.json").is_file():
             raise RunError(f"{run_dir}: no checkpoint to resume from (the run finished or never started)")

@@ -56,7 +56,8 @@ def _data(recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe_ensemble(run_dir: Path) -> dict[str, Any]:
-    spec, metrics = read_json(run_dir / "ensemble.json", ENSEMBLE), read_json(run_dir / "metrics.json", METRICS)
+    spec = read_json(run_dir / "ensemble.json", ENSEMBLE)
+    metrics = read_json(run_dir / "metrics.json", METRICS)
     members = [describe_run(run_dir / member) for member in spec["members"]]
     first = members[0]["data"]  # every member holds out as many rows (its own ones when bagging)
     return {"run_dir": str(run_dir.resolve()), "model": spec["train"]["model"],

@@ -24,7 +24,8 @@ _KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", st
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
 
 
-def check_weights_file(path: str | os.PathLike[str], max_data_bytes: int = MAX_WEIGHTS_BYTES) -> dict[str, Any]:
+def check_weights_file(path: str | os.PathLike[str],
+                       max_data_bytes: int = MAX_WEIGHTS_BYTES) -> dict[str, Any]:
     """The safetensors header of ``path`` after checking, reading only the header, that the
     file is a regular file whose size is exactly what its header describes, holding at most
     ``max_data_bytes`` of tensor data. RunError or ModelError naming the file otherwise."""

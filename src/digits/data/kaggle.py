@@ -239,8 +239,8 @@ def _screen(chunk: np.ndarray, text: bytes, columns: int, labelled: bool) -> tup
     three = np.flatnonzero(lengths == 3)  # above 255 needs 3 digits: compare them as text
     at = digits_end[three]
     hundreds, tens, units = chunk[at - 3], chunk[at - 2], chunk[at - 1]
-    five = ord("5")
-    over = (hundreds > ord("2")) | ((hundreds == ord("2")) & ((tens > five) | ((tens == five) & (units > five))))
+    two, five = ord("2"), ord("5")
+    over = (hundreds > two) | ((hundreds == two) & ((tens > five) | ((tens == five) & (units > five))))
     flag(stops[three[over]])
     if labelled:
         flagged |= lengths[first] != 1  # a label is one digit
@@ -279,7 +279,8 @@ def _check_row(line: str, number: int, expected: tuple[str, ...], origin: str) -
         if not 0 <= int(field) <= high:
             raise DataError(f"{where}, column {name}: {int(field)} is outside 0-{high}")
         if field[0] in "+-":  # in range, but Kaggle's files hold digits only
-            raise DataError(f"{where}, column {name}: '{field[:20]}' has a sign; expected digits only, 0-{high}")
+            raise DataError(f"{where}, column {name}: '{field[:20]}' has a sign; "
+                            f"expected digits only, 0-{high}")
 
 
 def _is_integer(field: str) -> bool:
