@@ -59,7 +59,7 @@ def _check_file(path: Path) -> int:
 
 def _first_line(path: Path) -> str:
     with open(path, "rb") as fh:
-        return fh.readline(200).decode("utf-8", "replace").strip()
+        return fh.readline(200).decode("utf-8-sig", "replace").strip()  # past a byte-order mark
 
 
 def _print_counts(labels: object) -> None:
@@ -177,7 +177,7 @@ def _train_summary(metrics: dict, config: dict, run_dir: Path, source: Path) -> 
 def _resume(args: argparse.Namespace) -> Path:
     """Continue ``--resume RUN_DIR`` with the settings and data recorded in the run."""
     from digits.data.kaggle import load_kaggle_csv
-    from digits.jsonfile import read_json
+    from digits.jsonfile import ENSEMBLE, RESUMABLE_CONFIG, read_json
     from digits.train.config import TrainConfig
     from digits.train.ensemble import EnsembleSpec
 
@@ -185,14 +185,16 @@ def _resume(args: argparse.Namespace) -> Path:
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     if (run_dir / "ensemble.json").is_file():
-        recorded = read_json(run_dir / "ensemble.json")
-        config = TrainConfig.from_dict(recorded["train"])
-        spec = EnsembleSpec(config, len(recorded["members"]), recorded["bagging"], recorded["tta"],
-                            args.workers or 1)
-        source = read_json(run_dir / recorded["members"][0] / "config.json")["data"]["source"]
+        recorded = read_json(run_dir / "ensemble.json", ENSEMBLE)
+        config = TrainConfig.from_dict(recorded["train"], f"{run_dir / 'ensemble.json'}: field 'train'")
+        spec = EnsembleSpec(config, len(recorded["members"]), recorded.get("bagging") or 0.0,
+                            bool(recorded.get("tta")), args.workers or 1)
+        first = read_json(run_dir / recorded["members"][0] / "config.json", RESUMABLE_CONFIG)
+        source = first["data"]["source"]
     else:
-        recorded = read_json(run_dir / "config.json")
-        spec = EnsembleSpec(TrainConfig.from_dict(recorded["train"]))
+        recorded = read_json(run_dir / "config.json", RESUMABLE_CONFIG)
+        where = f"{run_dir / 'config.json'}: field 'train'"
+        spec = EnsembleSpec(TrainConfig.from_dict(recorded["train"], where))
         source = recorded["data"]["source"]
         if not (run_dir / "checkpoint" / "state.json").is_file():
             raise RunError(f"{run_dir}: no checkpoint to resume from (the run finished or never started)")

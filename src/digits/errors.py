@@ -16,6 +16,13 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)" if close else ""
 
 
+def visible(text: str) -> str:
+    """``text`` with invisible characters written as escapes, for a message quoting what a
+    file holds: a header that differs from the expected one only by a byte-order mark or a
+    zero-width space must not look identical to it."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class DigitsError(Exception):
     """Base of every error a user can cause and fix."""
 

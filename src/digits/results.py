@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from digits.jsonfile import read_json
+from digits.jsonfile import CONFIG, ENSEMBLE, METRICS, read_json
 from digits.output import absolute, run_files
 from digits.train.history import History
 
@@ -39,7 +39,7 @@ def describe_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if (run_dir / "ensemble.json").is_file():
         return _describe_ensemble(run_dir)
-    config, metrics = read_json(run_dir / "config.json"), read_json(run_dir / "metrics.json")
+    config, metrics = read_json(run_dir / "config.json", CONFIG), read_json(run_dir / "metrics.json", METRICS)
     return {"run_dir": str(run_dir.resolve()), "model": metrics["model"],
             "model_args": config["train"]["model_args"], "parameters": metrics["parameters"], "members": 1,
             "data": _data(config["data"]), "config": config["train"],
@@ -56,7 +56,8 @@ def _data(recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe_ensemble(run_dir: Path) -> dict[str, Any]:
-    spec, metrics = read_json(run_dir / "ensemble.json"), read_json(run_dir / "metrics.json")
+    spec = read_json(run_dir / "ensemble.json", ENSEMBLE)
+    metrics = read_json(run_dir / "metrics.json", METRICS)
     members = [describe_run(run_dir / member) for member in spec["members"]]
     first = members[0]["data"]  # every member holds out as many rows (its own ones when bagging)
     return {"run_dir": str(run_dir.resolve()), "model": spec["train"]["model"],
@@ -97,7 +98,7 @@ def tutorial_result(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike
                     seconds: float) -> dict[str, Any]:
     """The ``tutorial`` object: both of its runs, the epoch count it chose and the score."""
     run_dir = Path(run_dir)
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_json(run_dir / "metrics.json", METRICS)
     return {"run_dir": str(run_dir.resolve()), "data": str(Path(data_dir).resolve()),
             "chosen_epochs": metrics["chosen_epochs"], "chosen_by": metrics["chosen_by"],
             "validation_run": describe_run(run_dir / "validation"), "final_run": describe_run(run_dir),

@@ -21,10 +21,11 @@ from safetensors.torch import load_file
 from digits import __version__
 from digits.errors import ModelError, RunError
 from digits.hardware import cpu_info, hardware
-from digits.jsonfile import read_json, write_json
+from digits.jsonfile import MODEL_CARD, read_json, write_json
 from digits.models.layers import Classifier
 from digits.models.registry import count_parameters, create_model, get_model_info
 from digits.tensorfile import write_tensors
+from digits.weightsfile import check_weights_file
 
 MODEL_FORMAT = 1
 
@@ -150,28 +151,48 @@ def save_model(run_dir: str | os.PathLike[str], model: Classifier, name: str,
 
 def load_model(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu",
                stem: str = "model") -> tuple[Classifier, ModelCard]:
-    """Rebuild the model of ``run_dir`` from model.json and load its safetensors weights."""
+    """Rebuild the model of ``run_dir`` from model.json and load its safetensors weights.
+
+    The weights file is checked from its header (a regular file, of the size the header
+    describes, no larger than this model's tensors) before it is read, and every tensor
+    must be finite: RunError or ModelError naming the file otherwise."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     check_finished(run_dir)
-    meta = read_json(run_dir / f"{stem}.json")
+    card_file = run_dir / f"{stem}.json"
+    meta = read_json(card_file, MODEL_CARD)
+    name, args, norm = meta["architecture"], meta["args"], meta["normalization"]
     try:
-        name, args, norm = meta["architecture"], meta["args"], meta["normalization"]
-    except KeyError as exc:
-        raise ModelError(f"{run_dir / f'{stem}.json'}: missing field {exc}") from None
-    info = get_model_info(name)
-    if (norm.get("mean"), norm.get("std")) != (info.mean, info.std):
-        raise ModelError(f"{run_dir}: normalization {norm} does not match model {name!r}")
-    model = create_model(name, **args)
+        info = get_model_info(name)
+    except ModelError as exc:
+        raise ModelError(f"{card_file}: field 'architecture': {exc}") from None
+    if (norm["mean"], norm["std"]) != (info.mean, info.std):
+        raise ModelError(f"{card_file}: normalization {norm} does not match model {name!r}")
+    try:
+        model = create_model(name, **args)
+    except ModelError as exc:
+        raise ModelError(f"{card_file}: field 'args': {exc}") from None
     weights = run_dir / f"{stem}.safetensors"
-    if not weights.is_file():
-        raise RunError(f"{weights}: missing")
+    check_weights_file(weights, state_bytes(model))
     try:
         state = load_file(str(weights))
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"{weights}: incompatible checkpoint for {name} {args} ({first})") from None
-    card = ModelCard(name, args, info.mean, info.std, meta.get("classes", 10), count_parameters(model))
+    refuse_non_finite(state, weights)
+    card = ModelCard(name, args, info.mean, info.std, meta.get("classes") or 10, count_parameters(model))
     return model.to(device).eval(), card
+
+
+def state_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's parameters and buffers, as save_model writes them."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def refuse_non_finite(tensors: dict[str, torch.Tensor], origin: str | os.PathLike[str]) -> None:
+    """ModelError naming the first floating-point tensor that holds NaN or infinity."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"{origin}: tensor {key} holds NaN/inf; the weights are unusable")

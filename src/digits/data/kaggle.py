@@ -12,6 +12,7 @@ import io
 import os
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,15 @@ from digits.atomic import atomic_path
 from digits.data.dataset import DigitSet
 from digits.data.mnist import cache_dir
 from digits.data.paths import require_file
-from digits.errors import DataError
+from digits.errors import DataError, visible
+from digits.limits import MAX_UNCOMPRESSED_BYTES, MAX_ZIP_RATIO, RATIO_CHECK_FROM_BYTES
 
 PIXELS = tuple(f"pixel{i}" for i in range(784))
+BOM = "\ufeff".encode()  # UTF-8 byte-order mark
+CSV_BYTES = b"0123456789,\r\n"  # all a row of a Kaggle file may hold
+NEWLINE, CR, COMMA = ord("\n"), ord("\r"), ord(",")
+_CSV_BYTE = np.zeros(256, bool)
+_CSV_BYTE[list(CSV_BYTES)] = True
 TRAIN_HEADER = ("label", *PIXELS)
 TEST_HEADER = PIXELS
 CACHE_FORMAT = 2  # 2: keyed on the file's content
@@ -64,9 +71,32 @@ def _read_bytes(path: Path, member: str | None) -> bytes:
             names = {Path(n).name: n for n in zf.namelist()}
             if member not in names:
                 raise DataError(f"{path}: the zip holds no {member} (it has {', '.join(sorted(names)) or 'nothing'})")
-            return zf.read(names[member])
+            return _inflate(zf, zf.getinfo(names[member]), f"{path}: member {member}")
     except (zipfile.BadZipFile, zlib.error) as exc:  # zlib.error: a corrupt deflate stream
         raise DataError(f"{path}: broken zip file ({exc})") from None
+
+
+def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytes:
+    """The member's bytes, refused before inflating when its declared size or compression
+    ratio is that of a zip bomb, and cut off while inflating should it exceed the cap anyway."""
+    if info.file_size > MAX_UNCOMPRESSED_BYTES:
+        raise DataError(f"{where} would inflate to {info.file_size:,} bytes, more than the "
+                        f"{MAX_UNCOMPRESSED_BYTES:,} allowed (Kaggle's train.csv is 77 MB); not a Kaggle file")
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > RATIO_CHECK_FROM_BYTES and ratio > MAX_ZIP_RATIO:
+        raise DataError(f"{where} would inflate {ratio:,.0f} times its compressed size, more than the "
+                        f"{MAX_ZIP_RATIO}:1 allowed (a zip bomb?); Kaggle's files compress about 8:1")
+    chunks, total = [], 0
+    with zf.open(info) as fh:
+        # zipfile stops at the declared size; counting here as well keeps the cap binding
+        # whatever a forged header or another zip implementation would let through.
+        while chunk := fh.read(1 << 24):
+            total += len(chunk)
+            if total > MAX_UNCOMPRESSED_BYTES:
+                raise DataError(f"{where} inflates past the {MAX_UNCOMPRESSED_BYTES:,} bytes allowed; "
+                                "not a Kaggle file")
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _check_kind(data: DigitSet, kind: str | None, origin: str) -> None:
@@ -80,17 +110,23 @@ def _check_kind(data: DigitSet, kind: str | None, origin: str) -> None:
 
 def parse_kaggle_bytes(raw: bytes, origin: str) -> DigitSet:
     """Parse the bytes of a train or test CSV; raise DataError naming line and column."""
-    if not raw.strip():
+    if raw.startswith(BOM):
+        # Excel's "CSV UTF-8" starts with a byte-order mark; pandas, and so Kaggle, read past it.
+        raw = raw[len(BOM):]
+    if not raw or raw.isspace():
         raise DataError(f"{origin}: empty file; expected a header line and rows of digits")
     header_end = raw.find(b"\n")
     header_end = len(raw) if header_end < 0 else header_end
-    header = tuple(raw[:header_end].decode("utf-8", "replace").strip().split(","))
+    header_bytes = raw[:header_end]
+    header = tuple(header_bytes.decode("utf-8", "replace").strip().split(","))
     expected = TRAIN_HEADER if header[:1] == ("label",) else TEST_HEADER
-    body = raw[header_end + 1:]
     # Only digits, commas and line ends may reach polars, which would accept ' 1' or '+1'.
-    if header == expected and not body.translate(None, b"0123456789,\r\n"):
+    # Deleting those from the whole file leaves the header's letters and nothing else (no
+    # copy of the body is made: this is a 1 GB file's one pass before polars).
+    only_csv = raw.translate(None, CSV_BYTES) == header_bytes.translate(None, CSV_BYTES)
+    if header == expected and only_csv:
         table = _polars_parse(raw, expected)
-        rows = body.count(b"\n") + (not body.endswith(b"\n"))
+        rows = raw.count(b"\n", header_end + 1) + (not raw.endswith(b"\n"))
         # A row count that disagrees with the newlines means polars skipped a blank line.
         if table is not None and len(table) == rows and _labels_in_range(table, expected):
             return _to_digitset(table, expected is TRAIN_HEADER, origin)
@@ -124,35 +160,103 @@ def _to_digitset(table: np.ndarray, has_label: bool, origin: str) -> DigitSet:
 
 
 def find_first_error(raw: bytes, origin: str) -> None:
-    """Walk the file line by line and raise a DataError for the first problem found."""
+    """Raise a DataError for the first problem in the file: its line, column and what was expected.
+
+    The rows are screened in bulk with NumPy (:func:`_suspect_lines`), and only the lines
+    the screen flags are checked one by one, so locating an error on the last line of a 1 GB
+    file costs about what parsing it would, not a Python loop over every field."""
     if b"\x00" in raw[:65536]:
         raise DataError(f"{origin}: not CSV text (binary data); expected Kaggle's train.csv or test.csv")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{origin}: not CSV text (invalid UTF-8 at byte {exc.start})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last row, it does not start a new one
-    header = lines[0].rstrip("\r").split(",")
+    header_end = raw.find(b"\n")
+    header_end = len(raw) if header_end < 0 else header_end
+    header = _decoded(raw, 0, header_end, origin).rstrip("\r").split(",")
     expected = TRAIN_HEADER if header[:1] == ["label"] else TEST_HEADER
     _check_header(header, expected, origin)
-    if len(lines) == 1:
+    if header_end + 1 >= len(raw):
         raise DataError(f"{origin}: no rows after the header")
-    for number, line in enumerate(lines[1:], start=2):
-        _check_row(line.rstrip("\r"), number, expected, origin)
+    for number, start, end in _suspect_lines(raw, header_end + 1, expected):
+        _check_row(_decoded(raw, start, end, origin).rstrip("\r"), number, expected, origin)
+
+
+def _decoded(raw: bytes, start: int, end: int, origin: str) -> str:
+    try:
+        return raw[start:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{origin}: not CSV text (invalid UTF-8 at byte {start + exc.start})") from None
+
+
+SCREEN_CHUNK = 8 * 1024 * 1024  # bytes screened at once: NumPy's temporaries stay near 100 MB
+
+
+def _suspect_lines(raw: bytes, start: int, expected: tuple[str, ...]) -> Iterator[tuple[int, int, int]]:
+    """(line number, start, end) of every row that may be wrong, in file order, screened in
+    chunks of whole lines. A superset: every row :func:`_check_row` would refuse is among
+    them (a byte other than a digit, comma or line end, a wrong number of fields, an empty
+    field, a field over 3 digits or above 255, a label over 1 digit); a flagged row that is
+    fine (``007``) is simply checked and passed."""
+    data = np.frombuffer(raw, np.uint8)
+    number = 2  # the first row is line 2
+    while start < len(raw):
+        end = min(start + SCREEN_CHUNK, len(raw))
+        if end < len(raw):  # end the chunk after a newline, so no row is split
+            newline = raw.rfind(b"\n", start, end)
+            end = newline + 1 if newline >= 0 else (raw.find(b"\n", end) + 1 or len(raw))
+        ends, flagged = _screen(data[start:end], raw[start:end], len(expected), expected is TRAIN_HEADER)
+        begins = np.concatenate(([0], ends[:-1] + 1))
+        for line in np.flatnonzero(flagged):
+            yield number + int(line), start + int(begins[line]), start + int(ends[line])
+        number += len(ends)
+        start = end
+
+
+def _screen(chunk: np.ndarray, text: bytes, columns: int, labelled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The end offset of each line of ``chunk`` (``text``'s bytes; its newline, or the chunk's
+    end) and whether the line is suspect."""
+    if chunk[-1] != NEWLINE:
+        chunk = np.append(chunk, np.uint8(NEWLINE))  # the file's last row, without a final newline
+    is_end = chunk == NEWLINE
+    ends = np.flatnonzero(is_end)
+    flagged = np.zeros(len(ends), bool)
+
+    def flag(positions: np.ndarray) -> None:
+        flagged[np.searchsorted(ends, positions)] = True  # the line each position lies in
+
+    if text.translate(None, CSV_BYTES):  # any other byte at all (one C pass to find out)
+        flag(np.flatnonzero(~_CSV_BYTE[chunk]))
+    stops = np.flatnonzero(is_end | (chunk == COMMA))  # where each field ends
+    last = np.flatnonzero(is_end[stops])  # per line: the index in stops of its end, and of its first field
+    first = np.concatenate(([0], last[:-1] + 1))
+    flagged |= last - first + 1 != columns
+    digits_end = stops.copy()
+    if b"\r" in text:
+        crlf = np.flatnonzero((ends > 0) & (chunk[ends - 1] == CR))
+        digits_end[last[crlf]] -= 1  # the \r of a \r\n is no part of the last field
+        cr = np.flatnonzero(chunk == CR)
+        flag(cr[chunk[cr + 1] != NEWLINE])  # a \r inside a row
+    lengths = digits_end - np.concatenate(([-1], stops[:-1])) - 1
+    flag(stops[(lengths < 1) | (lengths > 3)])  # empty fields and empty lines; 4+ digits
+    three = np.flatnonzero(lengths == 3)  # above 255 needs 3 digits: compare them as text
+    at = digits_end[three]
+    hundreds, tens, units = chunk[at - 3], chunk[at - 2], chunk[at - 1]
+    two, five = ord("2"), ord("5")
+    over = (hundreds > two) | ((hundreds == two) & ((tens > five) | ((tens == five) & (units > five))))
+    flag(stops[three[over]])
+    if labelled:
+        flagged |= lengths[first] != 1  # a label is one digit
+    return ends, flagged
 
 
 def _check_header(header: list[str], expected: tuple[str, ...], origin: str) -> None:
     where = f"{origin}: line 1"
     if header[0] not in ("label", "pixel0"):
         raise DataError(f"{where}: expected the header 'label,pixel0,...,pixel783' (train) or "
-                        f"'pixel0,...,pixel783' (test), found '{','.join(header)[:40]}'")
+                        f"'pixel0,...,pixel783' (test), found '{visible(','.join(header)[:40])}'")
     if len(header) != len(expected):
         raise DataError(f"{where}: header has {len(header)} columns, expected {len(expected)}")
     for col, (got, want) in enumerate(zip(header, expected), start=1):
         if got != want:
-            raise DataError(f"{where}, column {col}: expected header '{want}', found '{got}'")
+            raise DataError(f"{where}, column {col}: expected header '{want}', found '{visible(got)}'")
+
 
 
 def _check_row(line: str, number: int, expected: tuple[str, ...], origin: str) -> None:
@@ -173,6 +277,9 @@ def _check_row(line: str, number: int, expected: tuple[str, ...], origin: str) -
             raise DataError(f"{where}, column {name}: '{field[:20]}...' ({len(field)} digits) is outside 0-{high}")
         if not 0 <= int(field) <= high:
             raise DataError(f"{where}, column {name}: {int(field)} is outside 0-{high}")
+        if field[0] in "+-":  # in range, but Kaggle's files hold digits only
+            raise DataError(f"{where}, column {name}: '{field[:20]}' has a sign; "
+                            f"expected digits only, 0-{high}")
 
 
 def _is_integer(field: str) -> bool:

@@ -54,11 +54,11 @@ def find_data_folder(start: str | os.PathLike[str] | None = None, kind: str = "t
 
 def prepare_hint(folder: str | os.PathLike[str]) -> str:
     """What to do when a data folder has no data yet."""
+    make = f"make it with `digits data prepare --out {folder}` (`make data` at the repository root)"
     found = find_data_folder(kind="train")
     if found is not None and found.resolve() != Path(folder).resolve():
-        return f"there is prepared data in {os.path.relpath(found)}: pass --data {os.path.relpath(found)}"
-    return (f"make it with `digits data prepare --out {folder}` (`make data` at the repository root), "
-            "or pass --data DIR")
+        return f"{make}, or use the prepared data in {os.path.relpath(found)}: --data {os.path.relpath(found)}"
+    return f"{make}, or pass --data DIR"
 
 
 def data_file(file: str | os.PathLike[str] | None, folder: str | os.PathLike[str], kind: str) -> Path:

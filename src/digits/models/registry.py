@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from digits.errors import ModelError, did_you_mean
+from digits.limits import MAX_PARAMETERS
 from digits.models.layers import Classifier
 
 
@@ -34,6 +36,7 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+
 
 
 def register_model(name: str, *, description: str, target: str, mean: float = 0.0,
@@ -117,11 +120,27 @@ def create_model(name: str, **overrides: Any) -> Classifier:
     """
     info = get_model_info(name)
     args = resolve_model_args(name, **overrides)
+    # Built first on the meta device (shapes only, no memory), so arguments that ask for an
+    # enormous model are refused with a message instead of failing in the allocator.
+    with torch.device("meta"):
+        size = count_parameters(_build(info, args))
+    if size > MAX_PARAMETERS:
+        raise ModelError(f"model {name!r} with {_shown(args)} would have {size:,} parameters, more "
+                         f"than the {MAX_PARAMETERS:,} allowed")
+    return Classifier(_build(info, args), mean=info.mean, std=info.std)
+
+
+def _build(info: ModelInfo, args: dict[str, Any]) -> nn.Module:
     try:
-        net = info.builder(**args)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"model {name!r} cannot be built with {args}: {exc}") from None
-    return Classifier(net, mean=info.mean, std=info.std)
+        return info.builder(**args)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"model {info.name!r} cannot be built with {_shown(args)}: {first}") from None
+
+
+def _shown(args: dict[str, Any]) -> str:
+    text = repr(args)  # arguments from a damaged model.json can be any size
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def count_parameters(model: nn.Module) -> int:

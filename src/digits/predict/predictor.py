@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from digits.errors import RunError
+from digits.errors import ModelError, RunError
 from digits.hardware import hardware, use_threads
 from digits.precision import autocast
 from digits.train.fast_mlp import is_small_mlp
@@ -57,7 +57,17 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
             out.append(probs.cpu())
             if progress is not None:
                 progress(start + len(batch))
-    return torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32)
+    return refuse_non_finite_probabilities(torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32))
+
+
+def refuse_non_finite_probabilities(proba: np.ndarray) -> np.ndarray:
+    """``proba`` itself, or a ModelError when any row holds NaN or infinity: a label read from
+    such a row is meaningless (argmax of NaN is 0), so none is ever given."""
+    bad = ~np.isfinite(proba).all(axis=1)
+    if bad.any():
+        raise ModelError(f"the model computed NaN/inf probabilities for {int(bad.sum())} of {len(proba)} "
+                         "images (diverged or overflowing weights); no prediction is made")
+    return proba
 
 
 def predict_labels(model: nn.Module, images: np.ndarray, **kwargs: object) -> np.ndarray:
@@ -100,7 +110,7 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
 
     ``precision``: ``auto`` predicts each model in the precision it trained in where the
     device computes it natively (see ``inference_precision``), else fp32; or ``fp32``/``bf16``."""
-    from digits.jsonfile import read_json
+    from digits.jsonfile import ENSEMBLE, read_json
     from digits.runs import check_finished, load_model
 
     run_dir = Path(run_dir)
@@ -109,8 +119,8 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
     check_finished(run_dir)  # an ensemble still training: named as a whole, not by its member
     tta, dirs = False, [run_dir]
     if (run_dir / "ensemble.json").is_file():
-        spec = read_json(run_dir / "ensemble.json")
-        tta, dirs = bool(spec.get("tta", False)), [run_dir / member for member in spec["members"]]
+        spec = read_json(run_dir / "ensemble.json", ENSEMBLE)
+        tta, dirs = bool(spec.get("tta")), [run_dir / member for member in spec["members"]]
     loaded = [load_model(d, device) for d in dirs]
     precisions = [inference_precision(d, device) if precision == "auto" else precision for d in dirs]
     return Predictor([for_inference(m) for m, _ in loaded], [c.name for _, c in loaded], tta, precisions)
@@ -120,10 +130,11 @@ def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | 
     """The number format to predict with: the one the model trained in (its config.json), when
     the device computes it natively; else fp32. A model trained under bf16 autocast reads the
     same digits in bf16 (28,000 of 28,000 for kaggle-cnn)."""
-    from digits.jsonfile import read_json
+    from digits.jsonfile import TRAIN, Optional, read_json
 
     config = Path(run_dir) / "config.json"
-    trained = read_json(config).get("train", {}).get("precision", "fp32") if config.is_file() else "fp32"
+    recorded = read_json(config, {"train": Optional(TRAIN)}) if config.is_file() else {}
+    trained = (recorded.get("train") or {}).get("precision") or "fp32"
     hw = hardware(torch.device(device))
     native = {"bf16": hw.native_bf16, "fp16": hw.kind == "cuda" and (hw.fast_fp16 or hw.native_bf16)}
     return trained if native.get(trained, False) else "fp32"

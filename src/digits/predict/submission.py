@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.atomic import write_text
-from digits.errors import DataError, SubmissionError
+from digits.errors import DataError, SubmissionError, visible
 
 HEADER = "ImageId,Label"
 
@@ -30,12 +30,15 @@ def read_submission(path: str | os.PathLike[str]) -> np.ndarray:
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file")
     try:
-        lines = path.read_text("utf-8").splitlines()
+        # utf-8-sig: a leading byte-order mark (Excel's "CSV UTF-8") is read past, as Kaggle does.
+        lines = path.read_text("utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise SubmissionError(f"{path}: not CSV text") from None
     if not lines or lines[0].strip().replace(" ", "") != HEADER:
-        found = lines[0][:40] if lines else "an empty file"
+        found = visible(lines[0][:40]) if lines else "an empty file"
         raise SubmissionError(f"{path}: line 1: expected the header '{HEADER}', found '{found}'")
+    if len(lines) == 1:
+        raise SubmissionError(f"{path}: no rows after the header; expected one row per test image")
     by_id: dict[int, int] = {}
     for number, line in enumerate(lines[1:], start=2):
         image_id, label = _parse_row(line, number, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from digits.errors import RunError
-from digits.jsonfile import read_json
+from digits.jsonfile import CONFIG, ENSEMBLE, METRICS, read_json
 from digits.predict.scores import read_score
 from digits.train.history import History
 
@@ -97,19 +97,19 @@ def _bagging_of_ensemble_around(path: Path) -> float:
     """A member directory read on its own still needs its ensemble's bagging to find its rows."""
     ensemble = path.parent.parent / "ensemble.json"
     if path.parent.name == "members" and ensemble.is_file():
-        return float(read_json(ensemble).get("bagging", 0.0))
+        return float(read_json(ensemble, ENSEMBLE).get("bagging") or 0.0)
     return 0.0
 
 
 def _read_single(path: Path, bagging: float = 0.0) -> RunRecord:
-    config = read_json(path / "config.json")
+    config = read_json(path / "config.json", CONFIG)
     metrics = _finished_metrics(path)
     history = History.load(path / "history.csv") if (path / "history.csv").is_file() else History()
-    train = config.get("train", {})
+    train = config["train"]
     epoch, why = _marked_epoch(train, history)
-    return RunRecord(path, "run", str(train.get("model", metrics.get("model", "?"))), train,
-                     dict(config.get("data", {})), int(metrics.get("parameters", 0)), len(history),
-                     float(metrics.get("train_seconds", 0.0)), metrics,
+    return RunRecord(path, "run", str(train.get("model") or metrics.get("model") or "?"), train,
+                     dict(config.get("data") or {}), metrics.get("parameters") or 0, len(history),
+                     float(metrics.get("train_seconds") or 0.0), metrics,
                      (Curve(path.name, history, epoch, why),), bagging=bagging, score=read_score(path),
                      environment=dict(config.get("environment", {})))
 
@@ -118,7 +118,7 @@ def _finished_metrics(path: Path) -> dict[str, Any]:
     if not (path / "metrics.json").is_file():
         raise RunError(f"{path}: no metrics.json, so the run did not finish; "
                        f"continue it with `digits train --resume {path}`")
-    return read_json(path / "metrics.json")
+    return read_json(path / "metrics.json", METRICS)
 
 
 def _marked_epoch(train: dict[str, Any], history: History) -> tuple[int | None, str]:
@@ -143,18 +143,16 @@ def _as_tutorial(final: RunRecord, explore: RunRecord) -> RunRecord:
 
 
 def _read_ensemble(path: Path) -> RunRecord:
-    spec = read_json(path / "ensemble.json")
+    spec = read_json(path / "ensemble.json", ENSEMBLE)  # lists at least one member
     metrics = _finished_metrics(path)
-    bagging = float(spec.get("bagging", 0.0))
-    members = tuple(_read_single(path / member, bagging) for member in spec.get("members", []))
-    if not members:
-        raise RunError(f"{path / 'ensemble.json'}: lists no members")
+    bagging = float(spec.get("bagging") or 0.0)
+    members = tuple(_read_single(path / member, bagging) for member in spec["members"])
     curves = tuple(Curve(f"member {m.name}", m.curves[0].history, m.curves[0].marked_epoch,
                          m.curves[0].marked_as) for m in members)
-    train = spec.get("train", members[0].config)
-    return RunRecord(path, "ensemble", str(train.get("model", "?")), train, members[0].data,
+    train = spec["train"]
+    return RunRecord(path, "ensemble", str(train.get("model") or "?"), train, members[0].data,
                      sum(m.parameters for m in members), max(m.epochs for m in members),
-                     float(metrics.get("train_seconds", sum(m.train_seconds for m in members))), metrics,
+                     float(metrics.get("train_seconds") or sum(m.train_seconds for m in members)), metrics,
                      curves, members=members, bagging=bagging,
-                     tta=bool(spec.get("tta", False)), score=read_score(path),
+                     tta=bool(spec.get("tta")), score=read_score(path),
                      environment=dict(spec.get("environment", {})))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from digits.errors import InputError
+from digits.errors import InputError, ModelError
 from digits.serve.preprocess import SIZE, PreparedDigit, prepare_digit
 from digits.serve.runtime import ModelSummary, Runtime, load_runtime, summarize
 
@@ -57,6 +57,8 @@ class DigitReader:
         found = [p for p in prepared if p.found]
         probabilities = (self.runtime.predict_proba(np.stack([p.image for p in found]))
                          if found else np.zeros((0, 10), np.float32))
+        if not np.isfinite(probabilities).all():  # either runtime: never answer with NaN
+            raise ModelError("the model computed NaN/inf probabilities; its weights are unusable")
         rows = iter(probabilities)
         readings = []
         for p in prepared:

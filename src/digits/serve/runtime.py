@@ -7,7 +7,6 @@ metrics.json and model.onnx without importing torch, so a server can run on a ma
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from digits.errors import RunError, ServeError
-from digits.jsonfile import read_json
+from digits.jsonfile import METRICS, MODEL_CARD, read_json
 from digits.predict.scores import read_score
+from digits.weightsfile import weights_digest
 
 RUNTIMES = ("torch", "onnx")
 ONNX_FILE = "model.onnx"
@@ -53,13 +53,11 @@ class ModelSummary:
 def model_version(run_dir: str | os.PathLike[str]) -> str:
     """Names the trained weights: architecture plus the start of the weights' SHA-256."""
     run_dir = Path(run_dir)
-    card = read_json(run_dir / "model.json")
-    weights = run_dir / "model.safetensors"
-    try:
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    except OSError:
-        raise RunError(f"{weights}: missing or unreadable") from None
-    return f"{card.get('architecture', 'model')}-{digest[:12]}"
+    card = read_json(run_dir / "model.json", MODEL_CARD)
+    # Checked from its header first: a weights file that is a device, a FIFO or far too big
+    # is refused before the hash would read it to the end.
+    digest = weights_digest(run_dir / "model.safetensors")
+    return f"{card['architecture']}-{digest[:12]}"
 
 
 def summarize(run_dir: str | os.PathLike[str], runtime: str) -> ModelSummary:
@@ -67,22 +65,22 @@ def summarize(run_dir: str | os.PathLike[str], runtime: str) -> ModelSummary:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
-    card = read_json(run_dir / "model.json")
-    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    card = read_json(run_dir / "model.json", MODEL_CARD)
+    metrics = read_json(run_dir / "metrics.json", METRICS) if (run_dir / "metrics.json").is_file() else {}
     recorded = read_score(run_dir)  # `digits score`'s figure on the answer key's unseen test rows
     accuracy, source = (float(recorded["score"]), "test") if recorded else _accuracy(metrics)
-    return ModelSummary(str(card.get("architecture")), dict(card.get("args", {})),
-                        int(card.get("parameters", 0)),
+    return ModelSummary(card["architecture"], dict(card["args"]), card.get("parameters") or 0,
                         model_version(run_dir), accuracy, source, runtime)
 
 
 def _accuracy(metrics: dict[str, Any]) -> tuple[float | None, str | None]:
     # A test figure, when something measured one, beats the validation figure of training.
+    # The types were checked when metrics.json was read (the METRICS schema).
     for key in ("test_accuracy", "score"):  # score: the tutorial's local leaderboard, on unseen test rows
-        if isinstance(metrics.get(key), (int, float)):
+        if metrics.get(key) is not None:
             return float(metrics[key]), "test"
     final = metrics.get("final") or {}
-    if isinstance(final.get("val_accuracy"), (int, float)):
+    if final.get("val_accuracy") is not None:
         return float(final["val_accuracy"]), "validation"
     return None, None
 

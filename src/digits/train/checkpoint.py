@@ -21,7 +21,9 @@ from safetensors.torch import load_file
 
 from digits.atomic import write_text
 from digits.errors import RunError
+from digits.jsonfile import ListOf, Spec, read_json
 from digits.tensorfile import write_tensors
+from digits.weightsfile import check_weights_file
 
 STATE_FILE = "state.json"
 
@@ -75,24 +77,45 @@ def save_checkpoint(folder: str | os.PathLike[str], epoch: int, *, model: torch.
     return path
 
 
+# What state.json holds (see save_checkpoint); checked before any of it is used.
+STATE: dict[str, Spec] = {
+    "epoch": int, "tensors": str, "optimizer": {"param_groups": ListOf(dict, at_least=1), "state": dict},
+    "scheduler": (dict, type(None)), "history": ListOf(dict), "stopped": bool,
+    "tracker": {"best": (float, str), "best_epoch": int, "bad_epochs": int}}
+
+
 def load_checkpoint(folder: str | os.PathLike[str], *, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
                     shuffle_rng: torch.Generator) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
-    """Restore everything ``save_checkpoint`` wrote; return (state, best weights or None)."""
+    """Restore everything ``save_checkpoint`` wrote; return (state, best weights or None).
+
+    A damaged checkpoint (state.json of the wrong shape, a tensor file that is missing, the
+    wrong size or for another model) is a RunError naming the file."""
     folder = Path(folder)
+    state_file = folder / STATE_FILE
+    if not state_file.is_file():
+        raise RunError(f"{folder}: no checkpoint to resume from")
+    state = read_json(state_file, STATE)
+    if Path(state["tensors"]).name != state["tensors"]:
+        raise RunError(f"{state_file}: field 'tensors' should name a file in {folder}, "
+                       f"found {state['tensors']!r}")
+    tensor_file = folder / state["tensors"]
+    # Model, best weights, up to three optimizer moments each (Adam with amsgrad), RNG states.
+    check_weights_file(tensor_file, 6 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
+                       + (1 << 20))
     try:
-        state = json.loads((folder / STATE_FILE).read_text("utf-8"))
-        tensors = load_file(str(folder / state["tensors"]))
-    except FileNotFoundError:
-        raise RunError(f"{folder}: no checkpoint to resume from") from None
-    except (ValueError, KeyError, SafetensorError) as exc:
-        raise RunError(f"{folder}: damaged checkpoint ({exc})") from None
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer.load_state_dict(_join_optimizer(tensors, state["optimizer"]))
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(tensors["rng.cpu"])
-    shuffle_rng.set_state(tensors["rng.shuffle"])
+        tensors = load_file(str(tensor_file))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer.load_state_dict(_join_optimizer(tensors, state["optimizer"]))
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(tensors["rng.cpu"])
+        shuffle_rng.set_state(tensors["rng.shuffle"])
+    except SafetensorError as exc:
+        raise RunError(f"{tensor_file}: damaged checkpoint ({exc})") from None
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunError(f"{folder}: damaged checkpoint, it does not fit this run ({first})") from None
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,11 +74,43 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict (config.json or a preset), rejecting unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+    def from_dict(cls, values: dict[str, Any], origin: str = "") -> TrainConfig:
+        """Build from a dict (config.json or a preset), rejecting unknown keys by name and
+        values of the wrong JSON type; ``origin`` (the file and field) starts each message."""
+        where = f"{origin}: " if origin else ""
+        if not isinstance(values, dict):
+            raise DigitsError(f"{where}expected an object of training settings")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise DigitsError(f"unknown training setting(s): {', '.join(unknown)}; "
+            raise DigitsError(f"{where}unknown training setting(s): {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(known))}")
-        return cls(**values)
+        for name, value in values.items():
+            expected = _setting_type(known[name])
+            if not _is_a(value, expected):
+                raise DigitsError(f"{where}setting '{name}' should be {_TYPE_NAMES[expected]}, "
+                                  f"found {value!r}"[:200])
+        try:
+            return cls(**values)
+        except DigitsError as exc:
+            raise DigitsError(f"{where}{exc}") from None
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               dict: "an object"}
+
+
+def _setting_type(field: dataclasses.Field) -> type:
+    # Every setting's type is the type of its default (the dataclass's annotations are strings).
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return type(default)
+
+
+def _is_a(value: Any, expected: type) -> bool:
+    if expected in (int, float) and isinstance(value, bool):
+        return False  # JSON true is not a number, though Python's bool is an int
+    if expected is float:
+        return isinstance(value, numbers.Real)
+    if expected is int:
+        return isinstance(value, numbers.Integral)
+    return isinstance(value, expected)

@@ -20,7 +20,7 @@ import numpy as np
 
 from digits.data.dataset import DigitSet
 from digits.data.identity import data_record
-from digits.jsonfile import read_json, write_json
+from digits.jsonfile import METRICS, read_json, write_json
 from digits.runs import environment
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
@@ -59,7 +59,7 @@ def _train_member(config: TrainConfig, data: DigitSet, bagging: float, member_di
                   identity: dict[str, Any] | None = None) -> dict[str, Any]:
     resume = (member_dir / "checkpoint" / "state.json").is_file()
     if (member_dir / "model.safetensors").is_file() and not resume:
-        return read_json(member_dir / "metrics.json")  # finished before a crash: keep it
+        return read_json(member_dir / "metrics.json", METRICS)  # finished before a crash: keep it
     train, val = member_split(data, bagging, config.seed, config.val_split)
     return train_run(config, train, member_dir, callbacks, source, val=val, resume=resume,
                      data_identity=identity).metrics
