@@ -24,13 +24,13 @@ needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One trained run (tutorial-mlp, 1 epoch on the fixture) shared by this file's tests."""
+    """One trained run (tutorial-mlp, 2 epochs on the fixture: a curve to draw) shared by this file's tests."""
     from digits.cli import main
 
     folder = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DIGITS_CACHE", str(folder / "cache"))
-        assert main(["train", "--train", str(FIXTURES / "train.csv"), "--epochs", "1", "--no-report",
+        assert main(["train", "--train", str(FIXTURES / "train.csv"), "--epochs", "2", "--no-report",
                      "--quiet", "--out", str(folder / "run")]) == 0
     return folder / "run"
 
@@ -243,7 +243,7 @@ def test_predict_on_a_full_disk_is_one_line_and_leaves_no_file(run, full_disk, c
 def test_score_on_a_full_disk_is_one_line(run, full_disk, cli):
     scored_run = full_disk / "run"
     scored_run.mkdir()
-    for name in ("config.json", "model.json"):
+    for name in ("config.json", "model.json", "training_rows.npy"):  # what score checks the key against
         shutil.copy(run / name, scored_run / name)
     submission = scored_run / "submission.csv"
     assert cli("predict", run, "--test", FIXTURES / "test.csv", "--out", submission).code == 0

@@ -381,6 +381,7 @@ def presets(args: argparse.Namespace, created: list[Path]) -> int:
             console.print(line, highlight=False, markup=False)
         return 0
     table = Table("preset", "trains", "per hardware", "here", "target", box=None, pad_edge=False)
+    table.columns[1].no_wrap = True  # "15 x kaggle-cnn, 45 epochs, batch 64" reads as one thing
     for name in list_presets():
         preset = load_preset(name)
         config = preset.config

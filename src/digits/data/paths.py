@@ -57,7 +57,7 @@ def prepare_hint(folder: str | os.PathLike[str]) -> str:
     make = f"make it with `digits data prepare --out {folder}` (`make data` at the repository root)"
     found = find_data_folder(kind="train")
     if found is not None and found.resolve() != Path(folder).resolve():
-        return f"{make}, or use the prepared data in {os.path.relpath(found)}: --data {os.path.relpath(found)}"
+        return f"{make}; there is prepared data in {os.path.relpath(found)}: pass --data {os.path.relpath(found)}"
     return f"{make}, or pass --data DIR"
 
 
