@@ -200,7 +200,9 @@ def cpu_info() -> tuple[str, set[str]]:
 def _hardware(kind: str, index: int) -> Hardware:
     import torch
 
-    cores = torch.get_num_threads()
+    # The cores this process may run on, not torch's thread count of the moment (a caller may
+    # have set that to one for a small model).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if kind == "cuda":
         return describe_cuda(torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index), cores)
     if kind == "mps":
