@@ -89,3 +89,16 @@ def test_resume_refuses_a_training_file_that_changed_since_the_run_began(tmp_pat
     source.write_text("\n".join(lines[:-1]) + "\n")  # one row fewer: another file now
     result = cli("train", "--resume", run)
     assert result.code == 2 and "not the rows" in result.err and "resume needs the very same file" in result.err
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tmp_path, cli):
+    run = tmp_path / "run"
+    assert cli("train", "--model", "softmax", "--train", FIXTURES / "train.csv", "--epochs", "1",
+               "--out", run, "--no-report").code == 0
+    for name in ("model.json", "model.safetensors", "metrics.json", "history.csv", "curves.png"):
+        (run / name).unlink(missing_ok=True)  # what a SIGKILL during the first epoch leaves: config.json
+    again = cli("train", "--out", run, "--model", "softmax", "--train", FIXTURES / "train.csv")
+    assert again.code == 2 and f"use --resume {run}" in again.err
+    result = cli("train", "--resume", run, "--no-report")
+    assert result.code == 0 and "starting again (no checkpoint yet)" in result.out
+    assert (run / "model.json").is_file() and (run / "metrics.json").is_file()

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import FIXTURES
 
+from digits.errors import DataError
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -95,3 +97,16 @@ def test_an_edited_csv_with_its_mtime_put_back_is_not_read_from_the_stale_cache(
     assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
     again = load_kaggle_csv(path, kind="train")
     assert int(again.labels[0]) == int(lines[1][0]) != int(first.labels[0])
+
+
+def test_a_prepare_killed_half_way_is_finished_by_the_same_command(tmp_path):
+    # What a SIGKILL after train.csv leaves: the files written so far and the started marker.
+    from digits.data.prepare import STARTED_FILE, _refuse_other_split, _start_over
+
+    out = tmp_path / "data"
+    _start_over(out, 3)
+    shutil.copy(FIXTURES / "train.csv", out / "train.csv")
+    _refuse_other_split(out, 3)  # the same split: allowed, it finishes the folder
+    with pytest.raises(DataError, match="unfinished prepare of the seed-3 split"):
+        _refuse_other_split(out, 4)
+    assert (out / STARTED_FILE).is_file()

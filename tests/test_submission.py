@@ -83,3 +83,12 @@ def test_score_command_prints_kaggle_style_score(tmp_path, cli):
     sub = write_submission(tmp_path / "sub.csv", _solution_labels())
     result = cli("score", sub, "--solution", FIXTURES / "solution.csv")
     assert result.code == 0 and result.out.strip() == "score: 1.00000"
+
+
+def test_a_fifo_given_as_a_submission_is_named_as_a_fifo_not_a_missing_file(tmp_path, cli):
+    import os
+
+    fifo = tmp_path / "submission.csv"
+    os.mkfifo(fifo)
+    result = cli("score", fifo, "--solution", FIXTURES / "solution.csv")
+    assert result.code == 2 and "named pipe (FIFO)" in result.err and "no such file" not in result.err

@@ -178,6 +178,7 @@ def _resume(args: argparse.Namespace) -> Path:
     """Continue ``--resume RUN_DIR`` with the settings and data recorded in the run."""
     from digits.data.kaggle import load_kaggle_csv
     from digits.jsonfile import ENSEMBLE, RESUMABLE_CONFIG, read_json
+    from digits.runs import unfinished_run
     from digits.train.config import TrainConfig
     from digits.train.ensemble import EnsembleSpec
 
@@ -196,12 +197,14 @@ def _resume(args: argparse.Namespace) -> Path:
         where = f"{run_dir / 'config.json'}: field 'train'"
         spec = EnsembleSpec(TrainConfig.from_dict(recorded["train"], where))
         source = recorded["data"]["source"]
-        if not (run_dir / "checkpoint" / "state.json").is_file():
-            raise RunError(f"{run_dir}: no checkpoint to resume from (the run finished or never started)")
+    if not unfinished_run(run_dir):
+        raise RunError(f"{run_dir}: no checkpoint to resume from (the run finished)")
+    # Killed before its first checkpoint: config.json has all it takes to start it again.
+    started = (run_dir / "ensemble.json").is_file() or (run_dir / "checkpoint" / "state.json").is_file()
     digits = load_kaggle_csv(source, kind="train")
     _same_rows_as_recorded(run_dir, digits, source)
-    console.print(f"resuming {run_dir} on {source}")
-    _train_into(spec, digits, run_dir, source, resume=True)
+    console.print(f"{'resuming' if started else 'starting again (no checkpoint yet)'} {run_dir} on {source}")
+    _train_into(spec, digits, run_dir, source, resume=started)
     return run_dir
 
 

@@ -114,12 +114,15 @@ def _lock(fd: int, path: Path) -> None:
 
 
 def unfinished_run(run_dir: str | os.PathLike[str]) -> bool:
-    """Whether ``run_dir`` holds a training that stopped before the end (a checkpoint, or an
-    ensemble without its final metrics): ``digits train --resume`` continues it."""
+    """Whether ``run_dir`` holds a training that stopped before the end (a checkpoint; a run
+    stopped before its first checkpoint, with its config.json but no model; an ensemble
+    without its final metrics): ``digits train --resume`` continues it."""
     run_dir = Path(run_dir)
     if (run_dir / "checkpoint" / "state.json").is_file():
         return True
-    return (run_dir / "ensemble.json").is_file() and not (run_dir / "metrics.json").is_file()
+    if (run_dir / "ensemble.json").is_file():
+        return not (run_dir / "metrics.json").is_file()
+    return (run_dir / "config.json").is_file() and not (run_dir / "metrics.json").is_file()
 
 
 def check_finished(run_dir: str | os.PathLike[str]) -> None:

@@ -27,6 +27,7 @@ from digits.predict.submission import write_submission
 N_KAGGLE_TRAIN = 42_000
 STANDARD_FILE = "mnist-standard.npz"
 DONE_FILE = PREPARE_FILE  # prepare.json, written last; the Makefile's `data` target is this file
+STARTED_FILE = ".prepare-started.json"  # the split being written, until prepare.json says it is done
 WRITTEN = ("train.csv", "test.csv", "sample_submission.csv", "solution.csv", STANDARD_FILE, DONE_FILE)
 
 
@@ -63,7 +64,7 @@ def prepare_kaggle_folder(out: str | os.PathLike[str], seed: int = 0,
         (".npz", ".whl"))
     if not force:
         _refuse_other_split(out, None if from_zip else seed)  # reads the marker _start_over removes
-    _start_over(out)
+    _start_over(out, None if from_zip else seed)
     if from_zip:
         return _unpack_kaggle_zip(Path(user_files[0]), out, log)
     mnist = load_mnist(user_files, log=log, on_bytes=on_bytes)
@@ -84,6 +85,7 @@ def prepare_kaggle_folder(out: str | os.PathLike[str], seed: int = 0,
             "standard_split": "first 60000 rows train, last 10000 test",
             "train_hash": rows_hash(train), "test_hash": rows_hash(test)}
     written.append(write_json(out / DONE_FILE, info))  # last: its presence means the folder is complete
+    (out / STARTED_FILE).unlink(missing_ok=True)
     return PreparedData(out, tuple(written), mnist.source)
 
 
@@ -94,6 +96,13 @@ def _refuse_other_split(out: Path, seed: int | None) -> None:
     if not present:
         return
     info = read_json(out / PREPARE_FILE) if (out / PREPARE_FILE).is_file() else None
+    started = read_json(out / STARTED_FILE) if (out / STARTED_FILE).is_file() else None
+    if info is None and started is not None:  # a prepare killed half-way: its files are ours
+        if started.get("seed") == seed:
+            return  # the same split again: finish it
+        held = "Kaggle's files" if started.get("seed") is None else f"the seed-{started['seed']} split"
+        raise DataError(f"{out}: holds an unfinished prepare of {held}; rerun that, or choose another --out, "
+                        "or pass --force")
     if info is not None and info.get("seed") == seed:
         return  # the same split again: the files are rewritten identical
     if info is None:
@@ -118,15 +127,17 @@ def _unpack_kaggle_zip(zip_path: Path, out: Path, log: Callable[[str], None]) ->
     written += (write_json(out / DONE_FILE, {"source": str(zip_path), "seed": None, "train_rows": len(train),
                                               "test_rows": len(test), "train_hash": rows_hash(train),
                                               "test_hash": rows_hash(test)}),)  # last, as above
+    (out / STARTED_FILE).unlink(missing_ok=True)
     log(f"unpacked Kaggle's files from {zip_path}")
     return PreparedData(out, written, str(zip_path))
 
 
-def _start_over(out: Path) -> None:
-    """Before writing: drop the completion marker (so a prepare killed half-way over a finished
+def _start_over(out: Path, seed: int | None) -> None:
+    """Before writing: note which split is being written (so a rerun after a kill knows the
+    files are its own), drop the completion marker (so a prepare killed half-way over a finished
     folder does not leave it looking finished) and the temporary files a killed prepare left."""
-    if not out.is_dir():
-        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / STARTED_FILE, {"seed": seed})
     (out / DONE_FILE).unlink(missing_ok=True)
     for name in WRITTEN:
         for stale in out.glob(f".{name}.*.tmp"):  # digits.atomic's temporary names for them

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.atomic import write_text
+from digits.data.paths import not_a_file
 from digits.errors import DataError, SubmissionError, visible
 
 HEADER = "ImageId,Label"
@@ -27,8 +28,9 @@ def read_submission(path: str | os.PathLike[str]) -> np.ndarray:
     non-integer, a label outside 0-9, a duplicate ImageId, or ImageIds that are not 1..N.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SubmissionError(f"{path}: no such file")
+    reason = not_a_file(path)  # "no such file", or what it is instead (a folder, a FIFO...)
+    if reason:
+        raise SubmissionError(f"{path}: {reason}")
     try:
         # utf-8-sig: a leading byte-order mark (Excel's "CSV UTF-8") is read past, as Kaggle does.
         lines = path.read_text("utf-8-sig").splitlines()
