@@ -97,8 +97,10 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tmp_
                "--out", run, "--no-report").code == 0
     for name in ("model.json", "model.safetensors", "metrics.json", "history.csv", "curves.png"):
         (run / name).unlink(missing_ok=True)  # what a SIGKILL during the first epoch leaves: config.json
+    (run / ".history.csv.k1ll3d.tmp").write_text("epoch,lo")  # and a write it cut off
     again = cli("train", "--out", run, "--model", "softmax", "--train", FIXTURES / "train.csv")
     assert again.code == 2 and f"use --resume {run}" in again.err
     result = cli("train", "--resume", run, "--no-report")
     assert result.code == 0 and "starting again (no checkpoint yet)" in result.out
     assert (run / "model.json").is_file() and (run / "metrics.json").is_file()
+    assert not list(run.glob(".*.tmp"))

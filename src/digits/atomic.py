@@ -18,7 +18,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -169,3 +169,15 @@ def write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
 def write_text(target: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``target`` atomically and return the target path."""
     return write_bytes(target, text.encode("utf-8"))
+
+
+def remove_leftovers(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files a write of ``names`` (file names or glob patterns) into
+    ``folder`` left when its process was killed (a SIGKILL runs no clean-up); return them. Only
+    this module's own temporary names (``.NAME.XXXXXXXX.tmp``) of the files named are touched."""
+    removed = []
+    for name in names:
+        for stale in Path(folder).glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed

@@ -178,7 +178,8 @@ def _resume(args: argparse.Namespace) -> Path:
     """Continue ``--resume RUN_DIR`` with the settings and data recorded in the run."""
     from digits.data.kaggle import load_kaggle_csv
     from digits.jsonfile import ENSEMBLE, RESUMABLE_CONFIG, read_json
-    from digits.runs import unfinished_run
+    from digits.atomic import remove_leftovers
+    from digits.runs import RUN_FILES, unfinished_run
     from digits.train.config import TrainConfig
     from digits.train.ensemble import EnsembleSpec
 
@@ -199,6 +200,9 @@ def _resume(args: argparse.Namespace) -> Path:
         source = recorded["data"]["source"]
     if not unfinished_run(run_dir):
         raise RunError(f"{run_dir}: no checkpoint to resume from (the run finished)")
+    # A kill mid-write leaves our temporary files (a SIGKILL runs no clean-up): gone before going on.
+    for folder in (run_dir, run_dir / "checkpoint"):
+        remove_leftovers(folder, RUN_FILES)
     # Killed before its first checkpoint: config.json has all it takes to start it again.
     started = (run_dir / "ensemble.json").is_file() or (run_dir / "checkpoint" / "state.json").is_file()
     digits = load_kaggle_csv(source, kind="train")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.atomic import atomic_path
+from digits.atomic import atomic_path, remove_leftovers
 from digits.data.dataset import DigitSet
 from digits.data.identity import PREPARE_FILE, rows_hash
 from digits.data.kaggle import load_kaggle_csv, write_kaggle_csv
@@ -139,9 +139,7 @@ def _start_over(out: Path, seed: int | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / STARTED_FILE, {"seed": seed})
     (out / DONE_FILE).unlink(missing_ok=True)
-    for name in WRITTEN:
-        for stale in out.glob(f".{name}.*.tmp"):  # digits.atomic's temporary names for them
-            stale.unlink(missing_ok=True)
+    remove_leftovers(out, WRITTEN)
 
 
 def load_standard_split(folder: str | os.PathLike[str]) -> tuple[np.ndarray, ...]:
