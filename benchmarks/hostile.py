@@ -664,7 +664,8 @@ def run_kills(work: Path, run_dir: Path, settings: Settings, kills: int, seed: i
             # A SIGKILL runs no clean-up, so a temporary copy may stay until the rerun: right
             # after the kill only half-written outputs count; after the rerun, leftovers too.
             problem = _after_kill(case, outputs(case), leftovers_too=False)
-            if problem is None:
+            finished = problem is None and _after_kill(case, outputs(case), all_present=True) is None
+            if problem is None and not finished:  # killed after its work was done: nothing to rerun
                 again = run((rerun or command)(case), settings, case)
                 if again.code != 0 and rerun is not None:  # killed before its first checkpoint
                     again = run(command(case), settings, case)
