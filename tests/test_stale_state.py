@@ -110,3 +110,19 @@ def test_a_prepare_killed_half_way_is_finished_by_the_same_command(tmp_path):
     with pytest.raises(DataError, match="unfinished prepare of the seed-3 split"):
         _refuse_other_split(out, 4)
     assert (out / STARTED_FILE).is_file()
+
+
+def test_a_write_removes_the_copies_of_its_file_that_killed_writers_left_but_not_a_live_ones(tmp_path):
+    import fcntl
+
+    from digits.atomic import write_text
+
+    dead = tmp_path / ".out.csv.d3adbeef.tmp"  # a writer killed mid-write: nobody holds its lock
+    dead.write_text("half")
+    alive = tmp_path / ".out.csv.a1ivea1i.tmp"  # a writer still at work holds its lock
+    alive.write_text("in progress")
+    with open(alive) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        write_text(tmp_path / "out.csv", "done\n")
+        assert not dead.exists() and alive.exists()
+    assert (tmp_path / "out.csv").read_text() == "done\n"

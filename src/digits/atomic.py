@@ -96,15 +96,45 @@ def _replacing(target: Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     except OSError as exc:
         raise OutputError(f"{target}: cannot write into {final.parent} ({exc.strerror or exc})") from None
-    os.close(fd)
+    _lock(fd)  # held while writing: a later writer of the same file knows this one is alive
     tmp_path = Path(tmp)
     try:
         with _named_write_errors(target, tmp_path):
             yield tmp_path
             os.chmod(tmp_path, 0o644)
             os.replace(tmp_path, final)
+        _remove_dead_writers(final)
     finally:
+        os.close(fd)
         tmp_path.unlink(missing_ok=True)
+
+
+def _lock(fd: int, wait: bool = True) -> bool:
+    """An exclusive flock on ``fd`` (False when ``wait`` is off and another holds it)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock, so no leftovers are ever taken for dead
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+def _remove_dead_writers(final: Path) -> None:
+    """Remove the temporary copies of ``final`` that writers killed mid-write left (a SIGKILL
+    runs no clean-up): those whose lock nobody holds any more. A live writer's copy is locked."""
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        try:
+            fd = os.open(stale, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd, wait=False):
+                stale.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
