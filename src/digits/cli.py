@@ -10,7 +10,7 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,7 +18,7 @@ from digits import __version__
 from digits.atomic import is_stdout
 from digits.errors import DigitsError, OutputError, did_you_mean
 from digits.hardware import PRECISIONS
-from digits.helpformat import HelpFormatter
+from digits.helpformat import HelpFormatter, number_type
 from digits.output import add_output_flags, output_mode
 from digits.serve import commands as serve_commands
 
@@ -41,26 +41,11 @@ def _suggestion(message: str) -> str:
     return did_you_mean(found[1], re.findall(r"'([^']*)'", found[2]))
 
 
-def _number(kind: type, accept: Callable[[float], bool], expected: str) -> Callable[[str], Any]:
-    """An argparse type: parse ``kind`` and check it, with one message for both failures."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
-_positive_float = _number(float, lambda v: v > 0, "a positive number")
-_non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+_positive_int = number_type(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = number_type(int, lambda v: v >= 0, "an integer >= 0")
+_fraction = number_type(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+_positive_float = number_type(float, lambda v: v > 0, "a positive number")
+_non_negative_float = number_type(float, lambda v: v >= 0, "a number >= 0")
 
 
 def _key_value(text: str) -> tuple[str, Any]:

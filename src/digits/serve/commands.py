@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from digits.helpformat import HelpFormatter
+from digits.helpformat import HelpFormatter, number_type
 from digits.serve.settings import ACCESS_LOG_FORMATS, ConnectionLimits
 
 COMMANDS = ("serve", "export", "predict-image")
@@ -71,34 +71,9 @@ def add_commands(sub: Any) -> None:
     images.add_argument("--show", action="store_true", help="also print the 28x28 image the model saw")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"expected a number from 1 to 100000, got {text!r}")
-    return value
+_port = number_type(int, lambda v: 1 <= v <= 65535, "a port number 1-65535")
+_seconds = number_type(float, lambda v: 0 < v <= 3600, "seconds between 0 and 3600")
+_count = number_type(int, lambda v: 1 <= v <= 100_000, "a number from 1 to 100000")
 
 
 def run_command(args: argparse.Namespace, created: list[Path]) -> int:
