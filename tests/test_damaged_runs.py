@@ -288,3 +288,22 @@ def test_the_served_reader_never_answers_with_non_finite_probabilities(tmp_path,
     digit = load_kaggle_csv(FIXTURES / "test.csv", kind="test").images[0]
     with pytest.raises(ModelError, match="NaN/inf probabilities"):
         reader.read([digit.astype(np.float32)], preprocess=False)
+
+
+@pytest.mark.parametrize("ensemble, message", [
+    ("{}", "field 'members'"), ('{"members": 3}', "field 'members'"),
+    (None, "serving ensembles is not supported yet: serve one member"),
+])
+def test_serve_checks_ensemble_json_as_predict_does_and_never_serves_a_damaged_run(tmp_path, ensemble, message):
+    from digits.errors import DigitsError
+    from digits.serve.reader import DigitReader
+
+    run = tmp_path / "run"
+    from digits.cli import main
+
+    assert main(["train", "--model", "softmax", "--train", str(FIXTURES / "train.csv"), "--epochs", "1",
+                 "--no-report", "--quiet", "--ensemble", "2", "--out", str(run)]) == 0
+    if ensemble is not None:
+        (run / "ensemble.json").write_text(ensemble)
+    with pytest.raises(DigitsError, match=message):
+        DigitReader.open(run)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from digits.errors import RunError, ServeError
-from digits.jsonfile import METRICS, MODEL_CARD, read_json
+from digits.jsonfile import CONFIG, ENSEMBLE, METRICS, MODEL_CARD, read_json
 from digits.predict.scores import read_score
 from digits.weightsfile import weights_digest
 
@@ -65,6 +65,12 @@ def summarize(run_dir: str | os.PathLike[str], runtime: str) -> ModelSummary:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
+    if (run_dir / "ensemble.json").is_file():  # checked as digits predict checks it, then refused
+        members = read_json(run_dir / "ensemble.json", ENSEMBLE)["members"]
+        raise ServeError(f"{run_dir}: an ensemble of {len(members)}; serving ensembles is not supported "
+                         f"yet: serve one member, {run_dir / members[0]}")
+    if (run_dir / "config.json").is_file():
+        read_json(run_dir / "config.json", CONFIG)  # a damaged one fails here, as in digits predict
     card = read_json(run_dir / "model.json", MODEL_CARD)
     metrics = read_json(run_dir / "metrics.json", METRICS) if (run_dir / "metrics.json").is_file() else {}
     recorded = read_score(run_dir)  # `digits score`'s figure on the answer key's unseen test rows
