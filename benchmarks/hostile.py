@@ -377,6 +377,14 @@ RESUME_DAMAGE: dict[str, Callable[[Path], None]] = {
 }
 
 
+def _damaged_copy(run: Path, folder: Path, name: str, damage: Callable[[Path], None]) -> Path:
+    """A copy of ``run`` in ``folder``, named after the damage ``name``, with ``damage`` done to it."""
+    damaged = folder / re.sub(r"\W+", "-", name)
+    shutil.copytree(run, damaged, symlinks=True)
+    damage(damaged)
+    return damaged
+
+
 def damaged_run_cases(work: Path, run_dir: Path, resumable: Path | None, settings: Settings,
                       quick: bool) -> list[tuple[str, list[str], str]]:
     cases = []
@@ -384,9 +392,7 @@ def damaged_run_cases(work: Path, run_dir: Path, resumable: Path | None, setting
     for name, damage in MODEL_DAMAGE.items():
         if quick and name not in picks:
             continue
-        damaged = work / "damaged" / re.sub(r"\W+", "-", name)
-        shutil.copytree(run_dir, damaged, symlinks=True)
-        damage(damaged)
+        damaged = _damaged_copy(run_dir, work / "damaged", name, damage)
         if not name.startswith("metrics.json"):  # predict reads no metrics.json: nothing to refuse
             cases.append((f"predict: {name}", digits_command("predict", str(damaged), "--test",
                                                              str(FIXTURES / "test.csv"), "--out", "OUT/sub.csv"),
@@ -398,9 +404,7 @@ def damaged_run_cases(work: Path, run_dir: Path, resumable: Path | None, setting
         for name, damage in RESUME_DAMAGE.items():
             if quick and name not in picks:
                 continue
-            damaged = work / "damaged-resume" / re.sub(r"\W+", "-", name)
-            shutil.copytree(resumable, damaged, symlinks=True)
-            damage(damaged)
+            damaged = _damaged_copy(resumable, work / "damaged-resume", name, damage)
             cases.append((f"train --resume: {name}", digits_command("train", "--resume", str(damaged), "-q"),
                           ""))
     return cases

@@ -55,3 +55,15 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def train_fixture_run(factory: pytest.TempPathFactory, epochs: int = 1) -> Path:
+    """A tutorial-mlp run trained ``epochs`` on the fixture, in a folder of its own (for module fixtures)."""
+    from digits.cli import main
+
+    folder = factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIGITS_CACHE", str(folder / "cache"))
+        assert main(["train", "--train", str(FIXTURES / "train.csv"), "--epochs", str(epochs), "--no-report",
+                     "--quiet", "--out", str(folder / "run")]) == 0
+    return folder / "run"

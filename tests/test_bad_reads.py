@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, train_fixture_run
 
 
 def _one_line_error(result) -> str:
@@ -43,14 +43,7 @@ def unreadable(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from digits.cli import main
-
-    folder = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DIGITS_CACHE", str(folder / "cache"))
-        assert main(["train", "--train", str(FIXTURES / "train.csv"), "--epochs", "1", "--no-report",
-                     "--quiet", "--out", str(folder / "run")]) == 0
-    return folder / "run"
+    return train_fixture_run(tmp_path_factory, epochs=1)
 
 
 def test_data_check_of_an_unreadable_file_is_one_line(unreadable, cli):

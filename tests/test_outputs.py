@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, train_fixture_run
 
 needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                                 reason="mounting a tmpfs (a small or read-only disk) needs root")
@@ -25,14 +25,7 @@ needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One trained run (tutorial-mlp, 2 epochs on the fixture: a curve to draw) shared by this file's tests."""
-    from digits.cli import main
-
-    folder = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DIGITS_CACHE", str(folder / "cache"))
-        assert main(["train", "--train", str(FIXTURES / "train.csv"), "--epochs", "2", "--no-report",
-                     "--quiet", "--out", str(folder / "run")]) == 0
-    return folder / "run"
+    return train_fixture_run(tmp_path_factory, epochs=2)
 
 
 def _one_line_error(result) -> str:
