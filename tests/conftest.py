@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
-sys.path.insert(0, str(Path(__file__).parent))  # tests import helpers (postgres_server) from here
+sys.path.insert(0, str(Path(__file__).parent))  # test modules import helpers, postgres_server and browser from here
+
+from helpers import FIXTURES
 
 # Tests never reach the network: no mirrors, and a cache of their own.
 os.environ["DIGITS_MNIST_MIRRORS"] = ""
@@ -55,15 +56,3 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, captured.out, captured.err)
 
     return run
-
-
-def train_fixture_run(factory: pytest.TempPathFactory, epochs: int = 1) -> Path:
-    """A tutorial-mlp run trained ``epochs`` on the fixture, in a folder of its own (for module fixtures)."""
-    from digits.cli import main
-
-    folder = factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DIGITS_CACHE", str(folder / "cache"))
-        assert main(["train", "--train", str(FIXTURES / "train.csv"), "--epochs", str(epochs), "--no-report",
-                     "--quiet", "--out", str(folder / "run")]) == 0
-    return folder / "run"

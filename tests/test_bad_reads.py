@@ -9,8 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from conftest import FIXTURES, train_fixture_run
+from helpers import FIXTURES, train_fixture_run
 
 
 def _one_line_error(result) -> str:

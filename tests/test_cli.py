@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 
 def test_train_predict_score_chain(tmp_path, kaggle_dir, cli):

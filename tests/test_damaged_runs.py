@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FIXTURES
 from safetensors.torch import load_file, save_file
 
 from digits.data.kaggle import load_kaggle_csv
@@ -23,8 +24,6 @@ from digits.serve.reader import DigitReader
 from digits.train.config import TrainConfig
 from digits.train.fit import train_model
 from digits.train.run import train_run
-
-from conftest import FIXTURES
 
 TINY = TrainConfig(model="tutorial-mlp", epochs=1, batch_size=64, val_split=0.1, seed=0, device="cpu")
 

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import FIXTURES
+from test_hardware import AMX_CPU, AVX2_CPU, H100
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DigitsError, DigitsWarning
@@ -18,9 +20,6 @@ from digits.train.augment import random_affine
 from digits.train.config import TrainConfig
 from digits.train.ensemble import EnsembleSpec, member_split, train_ensemble
 from digits.train.fit import train_model
-
-from conftest import FIXTURES
-from test_hardware import AMX_CPU, AVX2_CPU, H100
 
 SMALL = TrainConfig(model="keras-convnet", epochs=2, batch_size=64, optimizer="adam", lr=1e-3,
                     val_split=0.25, seed=3, device="cpu")

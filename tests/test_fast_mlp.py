@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from helpers import FIXTURES
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.models.registry import create_model
@@ -22,8 +23,6 @@ from digits.train.config import TrainConfig
 from digits.train.fast_mlp import FastMlpEpochs, can_fit_fast
 from digits.train.fit import StepSettings, TensorSet, evaluate, fit, seed_everything, train_one_epoch
 from digits.train.optim import build_optimizer
-
-from conftest import FIXTURES
 
 CPU = torch.device("cpu")
 BASE = TrainConfig(model="tutorial-mlp", epochs=2, batch_size=64, seed=3, device="cpu")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import FIXTURES
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DigitsError
@@ -18,8 +19,6 @@ from digits.models.registry import create_model
 from digits.train.config import TrainConfig
 from digits.train.fit import TensorSet, fit, seed_everything
 from digits.train.graphed import GraphedTrainer, schedule_tables
-
-from conftest import FIXTURES
 
 CPU = torch.device("cpu")
 # 21 batches of 32: one graph of 16 steps and a tail graph of 5 per epoch.

@@ -12,7 +12,14 @@ import warnings
 import pytest
 
 from digits.errors import DigitsWarning
-from digits.hardware import Hardware, choose_precision, cpu_isa, describe_cpu, describe_cuda, emulation_warning
+from digits.hardware import (
+    Hardware,
+    choose_precision,
+    cpu_isa,
+    describe_cpu,
+    describe_cuda,
+    emulation_warning,
+)
 from digits.presets import list_presets, load_preset
 from digits.train.device import resolve_config
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import struct
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FIXTURES
 
 from digits.data import kaggle
-from digits.data.kaggle import TRAIN_HEADER, load_kaggle_csv
+from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DataError, SubmissionError
 from digits.predict.submission import read_submission
-
-from conftest import FIXTURES
 
 BOM = "\ufeff".encode()
 

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT and flock are POSIX")
 

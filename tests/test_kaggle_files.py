@@ -7,11 +7,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers import FIXTURES
 
 from digits.data.kaggle import TRAIN_HEADER, load_kaggle_csv, write_kaggle_csv
 from digits.errors import DataError
-
-from conftest import FIXTURES
 
 
 def test_train_file_gives_images_and_labels():

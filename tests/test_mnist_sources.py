@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FIXTURES
 
 from digits.data import mnist
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DataError
-
-from conftest import FIXTURES
 
 
 def _idx(array: np.ndarray) -> bytes:

@@ -5,16 +5,14 @@ the repository's data/ from there), with a few epochs so that it takes seconds."
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
 import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import FIXTURES
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-
-from conftest import FIXTURES
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "tutorial.ipynb"
 
@@ -52,12 +50,12 @@ def test_tutorial_notebook_runs_from_its_own_folder_on_the_repositorys_data(chec
     notebook = with_parameters(nbformat.read(NOTEBOOK, as_version=4), EPOCHS=3, CNN_EPOCHS=1)
     printed = run_notebook(notebook, checkout / "notebooks")
     assert "25,450 parameters" in printed
-    assert 0.5 < float(re.search(r"^score: (\S+)", printed, re.M).group(1)) <= 1
+    assert 0.5 < float(re.search(r"^score: (\S+)", printed, re.MULTILINE).group(1)) <= 1
     runs = checkout / "runs" / "notebook"
     for name in ("samples.png", "validation/curves.png", "final/submission.csv",
                  "keras-convnet/submission.csv"):
         assert (runs / name).is_file(), name
-    report = Path(re.search(r"^report: (.+)$", printed, re.M).group(1))
+    report = Path(re.search(r"^report: (.+)$", printed, re.MULTILINE).group(1))
     assert report.exists() and not (checkout / "notebooks" / "runs").exists()
 
 

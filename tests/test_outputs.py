@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from conftest import FIXTURES, train_fixture_run
+from helpers import FIXTURES, train_fixture_run
 
 needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                                 reason="mounting a tmpfs (a small or read-only disk) needs root")

@@ -8,13 +8,12 @@ import shutil
 import zipfile
 
 import numpy as np
+from helpers import FIXTURES
 
 from digits.data.identity import rows_hash
 from digits.data.kaggle import load_kaggle_csv, write_kaggle_csv
 from digits.jsonfile import write_json
 from digits.predict.submission import write_submission
-
-from conftest import FIXTURES
 
 
 def _leaky_folder(folder, train_rows: int = 300):

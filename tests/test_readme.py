@@ -6,13 +6,13 @@ import re
 import shutil
 from pathlib import Path
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 README = Path(__file__).parents[1] / "README.md"
 
 
 def python_blocks(text: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+    return re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
 
 
 def test_the_readmes_library_snippet_runs_to_its_last_line(tmp_path, monkeypatch):

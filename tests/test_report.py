@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from browser import chromium, needs_chromium
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.report import write_report
@@ -104,7 +104,7 @@ def test_report_of_a_bagged_ensemble_shows_every_member_and_the_ensemble(bagged_
     assert external_references(page) == []
     for name in PICTURES:
         assert (tmp_path / "out" / name).is_file(), name
-    members = re.search(r'<section id="members">.*?</section>', page, re.S).group(0)
+    members = re.search(r'<section id="members">.*?</section>', page, re.DOTALL).group(0)
     for member in ("01", "02"):
         # each member on the rows it held out: the accuracy its own training measured there
         recorded = json.loads((bagged_ensemble / "members" / member / "metrics.json").read_text())

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FIXTURES
 from safetensors.torch import load_file
-
-from conftest import FIXTURES
 
 # Dropout, augmentation and a per-epoch schedule: every kind of state a resume must restore.
 ARGS = ["train", "--model", "keras-convnet", "--train", str(FIXTURES / "train.csv"), "--epochs", "6",

@@ -11,8 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 from digits.errors import DataError
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import FIXTURES
 
 from digits.errors import SubmissionError
 from digits.predict.submission import read_submission, score_submission, write_submission
-
-from conftest import FIXTURES
 
 
 def _solution_labels() -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import FIXTURES
 from rich.console import Console
 from rich.progress import Progress
 
@@ -20,8 +21,6 @@ from digits.console import DownloadProgress
 from digits.schemas import COMMANDS, load_schema, validator
 from digits.tune.search import snapshot
 from digits.tune.search_report import TrialBars
-
-from conftest import FIXTURES
 
 DOCS = Path(__file__).parents[1] / "docs" / "json.md"
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import FIXTURES
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import ModelError, RunError
@@ -15,8 +16,6 @@ from digits.train.config import TrainConfig
 from digits.train.fit import train_model
 from digits.train.history import COLUMNS, History
 from digits.train.run import train_run
-
-from conftest import FIXTURES
 
 FAST = TrainConfig(model="tutorial-mlp", epochs=3, batch_size=64, val_split=0.1, seed=7, device="cpu")
 

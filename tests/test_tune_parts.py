@@ -8,10 +8,10 @@ import optuna
 import pytest
 import torch
 
-from digits.train.augment import augment_settings, random_affine
 from digits.errors import DigitsError, TuneError
 from digits.models.registry import count_parameters, create_model
 from digits.presets import load_preset, write_preset
+from digits.train.augment import augment_settings, random_affine
 from digits.train.config import TrainConfig
 from digits.train.schedule import build_schedule
 from digits.tune.space import list_spaces, load_space

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import STROKES, draw_strokes, encode, paper_photo, png_bomb
 from fastapi.testclient import TestClient
+from pictures import STROKES, draw_strokes, encode, paper_photo, png_bomb
 from PIL import Image
 
 from digits.predict.predictor import predict_proba
@@ -207,7 +207,7 @@ def test_a_chunked_body_without_a_length_is_cut_off_at_the_limit(client):
 def test_model_card_shows_the_recorded_test_score(run_dir, tmp_path, cli):
     import shutil
 
-    from conftest import FIXTURES
+    from pictures import FIXTURES
 
     scored_run = tmp_path / "scored"
     shutil.copytree(run_dir, scored_run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 
-from conftest import STROKES, draw_strokes, encode, paper_photo
+from pictures import STROKES, draw_strokes, encode, paper_photo
 from PIL import Image
 
 from digits.cli import main

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from browser import chromium, needs_chromium
-from conftest import STROKES, encode, paper_photo, png_bomb
+from pictures import STROKES, encode, paper_photo, png_bomb
 
 
 def _free_port() -> int:

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import STROKES, draw_strokes, encode, paper_photo, png_bomb
+from pictures import STROKES, draw_strokes, encode, paper_photo, png_bomb
 from PIL import Image
 
 from digits.errors import InputError
