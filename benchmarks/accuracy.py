@@ -29,7 +29,7 @@ from digits.data.prepare import load_standard_split
 from digits.jsonfile import write_json
 from digits.models.registry import count_parameters, create_model
 from digits.predict.predictor import load_predictor, predict_proba
-from digits.predict.submission import read_submission, score_submission, write_submission
+from digits.data.submission import read_submission, score_submission, write_submission
 from digits.presets import load_preset
 from digits.train.device import resolve_device
 from digits.train.ensemble import EnsembleSpec, train_ensemble

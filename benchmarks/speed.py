@@ -54,7 +54,7 @@ from digits.predict.predictor import (  # noqa: E402
     load_predictor,
     predict_labels,
 )
-from digits.predict.submission import read_submission  # noqa: E402
+from digits.data.submission import read_submission  # noqa: E402
 from digits.runs import save_model  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
 from digits.train.fit import StepSettings, TensorSet, seed_everything, train_model, train_one_epoch  # noqa: E402

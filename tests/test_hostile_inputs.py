@@ -14,7 +14,7 @@ from helpers import FIXTURES
 from digits.data import kaggle
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DataError, SubmissionError
-from digits.predict.submission import read_submission
+from digits.data.submission import read_submission
 
 BOM = "\ufeff".encode()
 

@@ -7,7 +7,7 @@ import pytest
 from helpers import FIXTURES
 
 from digits.errors import SubmissionError
-from digits.predict.submission import read_submission, score_submission, write_submission
+from digits.data.submission import read_submission, score_submission, write_submission
 
 
 def _solution_labels() -> np.ndarray:

@@ -1,3 +1,5 @@
 """digits: recognise handwritten digits, from Kaggle's CSV files to a scored submission."""
 
-__version__ = "0.1.0"
+from digits.version import __version__
+
+__all__ = ["__version__"]

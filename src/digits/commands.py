@@ -37,7 +37,7 @@ def data(args: argparse.Namespace, created: list[Path]) -> int:
 
 def _check_file(path: Path) -> int:
     from digits.data.kaggle import load_kaggle_csv
-    from digits.predict.submission import read_submission
+    from digits.data.submission import read_submission
 
     from digits.data.paths import require_file
 
@@ -244,7 +244,7 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits predict RUN_DIR``: write a Kaggle submission for a test file."""
     from digits.data.kaggle import load_kaggle_csv
     from digits.predict.predictor import load_predictor
-    from digits.predict.submission import write_submission
+    from digits.data.submission import write_submission
     from digits.results import predict_result
     from digits.train.device import resolve_device
 
@@ -271,7 +271,7 @@ def score(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits score SUBMISSION --solution SOLUTION``: accuracy, as Kaggle computes it; recorded
     in the run directory the submission lies in, for its report."""
     from digits.predict.scores import check_not_trained_on, record_score
-    from digits.predict.submission import count_correct
+    from digits.data.submission import count_correct
     from digits.results import score_result
 
     counts = count_correct(args.submission, args.solution)  # both files valid before anything else

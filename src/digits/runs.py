@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from digits import __version__
+from digits.version import __version__
 from digits.errors import ModelError, RunError
 from digits.hardware import cpu_info, hardware
 from digits.jsonfile import MODEL_CARD, read_json, write_json

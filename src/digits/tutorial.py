@@ -16,7 +16,7 @@ from digits.data.kaggle import load_kaggle_csv
 from digits.jsonfile import read_json, write_json
 from digits.predict.predictor import predict_labels
 from digits.predict.scores import check_not_trained_on, record_score
-from digits.predict.submission import score_submission, write_submission
+from digits.data.submission import score_submission, write_submission
 from digits.report.plots import plot_digit_grid
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig

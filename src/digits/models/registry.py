@@ -57,7 +57,6 @@ def register_model(name: str, *, description: str, target: str, mean: float = 0.
 
 def get_model_info(name: str) -> ModelInfo:
     """The registry entry for ``name``, or a ModelError listing the known names."""
-    _load_builtin_models()
     if name not in _REGISTRY:
         raise ModelError(f"unknown model {name!r}{did_you_mean(name, _REGISTRY)}; "
                          f"known models: {', '.join(sorted(_REGISTRY))}")
@@ -68,7 +67,6 @@ def list_models(pattern: str = "*") -> list[ModelInfo]:
     """Registered models whose name matches the shell-style ``pattern``, sorted by name; a
     plain word (no ``*?[``) matches anywhere in the name, as timm's ``list_models`` does with
     wildcards: ``cnn`` is ``*cnn*``."""
-    _load_builtin_models()
     if not any(ch in pattern for ch in "*?["):
         pattern = f"*{pattern}*"
     return [info for name, info in sorted(_REGISTRY.items()) if fnmatch.fnmatch(name, pattern)]
@@ -151,8 +149,3 @@ def count_parameters(model: nn.Module) -> int:
 def _jsonable(value: Any) -> Any:
     # Model arguments go into model.json, so tuples become lists and back via the builder.
     return list(value) if isinstance(value, tuple) else value
-
-
-def _load_builtin_models() -> None:
-    # Importing the architecture modules runs their @register_model decorators.
-    from digits.models import cnn, cnn_small, mlp  # noqa: F401

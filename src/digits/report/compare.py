@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from digits import __version__
+from digits.version import __version__
 from digits.atomic import write_bytes, write_text
 from digits.errors import RunError
 from digits.report import html, numbers

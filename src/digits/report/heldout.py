@@ -16,7 +16,7 @@ import numpy as np
 from digits.data.dataset import DigitSet
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DigitsError
-from digits.predict.submission import read_submission
+from digits.data.submission import read_submission
 from digits.report.record import RunRecord
 from digits.train.ensemble import bagged_rows
 

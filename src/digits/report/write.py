@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digits import __version__
+from digits.version import __version__
 from digits.atomic import output_kind, write_bytes, write_text
 from digits.errors import OutputError, RunError
 from digits.report import html, numbers

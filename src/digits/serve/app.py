@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
-from digits import __version__
+from digits.version import __version__
 from digits.errors import InputError
 from digits.serve import schemas
 from digits.serve.accesslog import CLIENT_GONE, AccessLogMiddleware

@@ -87,7 +87,7 @@ def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec:
     from digits.output import run_files
     from digits.predict.scores import check_not_trained_on
     from digits.predict.predictor import predict_labels
-    from digits.predict.submission import score_submission, write_submission
+    from digits.data.submission import score_submission, write_submission
     from digits.presets import write_preset
     from digits.report.plots import plot_learning_curves
     from digits.runs import environment, save_model
