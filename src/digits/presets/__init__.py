@@ -69,7 +69,8 @@ class Preset:
         lines = []
         for kind, values in self.on_device.items():
             general = {k: v for k, v in values.items() if k not in HARDWARE_CLASSES}
-            lines.append(f"[{kind}] {settings_text(general)}")
+            if general or len(general) == len(values):  # an empty [cpu] above [cpu.native-bf16] says nothing
+                lines.append(f"[{kind}] {settings_text(general)}")
             lines += [f"[{kind}.{name}] {settings_text(values[name])}" for name in HARDWARE_CLASSES
                       if name in values]
         return lines
