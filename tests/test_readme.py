@@ -3,6 +3,7 @@ lists of models, presets and library names are the ones the code has now."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 from pathlib import Path
@@ -70,3 +71,19 @@ def test_a_stale_list_is_found_and_rewritten(tmp_path):
     assert main([str(readme)]) == 0
     assert stale_blocks(readme.read_text()) == [] and main(["--check", str(readme)]) == 0
     assert "| `tutorial-mlp` | 25,450 |" in readme.read_text() and readme.read_text().endswith("end\n")
+
+
+# A measured time or speed-up: "7.5 s", "64 ms", "16.9 minutes", "4x slower", "ten times faster".
+TIMING = re.compile(r"\d\s?(ms|µs|us)\b|\d\s(s|seconds?|min|minutes?|hours?)\b"
+                    r"|(\d|\b(two|three|four|five|ten|twenty|a hundred))\s?(x|times)\s(faster|slower)\b", re.IGNORECASE)
+
+
+def test_no_docstring_carries_a_measured_timing():
+    # Timings go stale in a docstring, where nobody re-measures them: benchmarks/RESULTS.md holds them.
+    found = []
+    for path in sorted((README.parent / "src" / "digits").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = re.sub(r"``.*?``", "", ast.get_docstring(node) or "", flags=re.DOTALL)  # literals: examples
+                found += [f"{path.name}:{getattr(node, 'lineno', 1)}: {m[0]!r}" for m in TIMING.finditer(doc)]
+    assert found == []
