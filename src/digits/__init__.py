@@ -8,6 +8,7 @@ the tests make (the README's Library section shows them at work)::
     train = digits.load_kaggle_csv("data/train.csv", kind="train")
     plan = digits.training_plan("fast", epochs=2)         # a preset for this hardware, overridden
     result = digits.run_training(plan, train, "runs/fast")
+    test = digits.load_kaggle_csv("data/test.csv", kind="test")
     labels = digits.open_predictor(result.run_dir).predict(test.images)
 
 - data: ``load_kaggle_csv``, ``locate_data_folder``, ``load_mnist``, ``prepare_kaggle_folder``, ``DigitSet``

@@ -1,7 +1,7 @@
 """The ``digits`` command: it parses, calls the library API (``import digits``) and prints.
 
 One module per command family registers its sub-commands and runs them (``data``, ``train``,
-``predict``, ``report``, ``info``, ``serve``, ``tune``); ``args`` holds what they share. Every
+``predict``, ``report``, ``info``, ``tutorial``, ``serve``, ``tune``); ``args`` holds what they share. Every
 user error ends as one line on stderr and exit status 2, with no traceback and no partial
 output left behind; with ``--json`` stdout then stays empty. Building the parser imports no
 torch: each command imports what it needs when it runs.
