@@ -56,7 +56,34 @@ _HOMES = {
     "DigitsError": "digits.errors",
 }
 
-__all__ = ["__version__", *_HOMES]
+# What `from digits import *` gives and docs.py lists: every name of _HOMES (a test holds them equal).
+__all__ = [
+    "TUTORIAL",
+    "DigitSet",
+    "DigitsError",
+    "Predictor",
+    "TrainConfig",
+    "__version__",
+    "choose_epochs",
+    "count_parameters",
+    "create_model",
+    "list_models",
+    "list_presets",
+    "load_kaggle_csv",
+    "load_mnist",
+    "load_preset",
+    "locate_data_folder",
+    "open_predictor",
+    "plot_digit_grid",
+    "prepare_kaggle_folder",
+    "run_training",
+    "run_tutorial",
+    "score_submission",
+    "training_plan",
+    "write_comparison",
+    "write_report",
+    "write_submission",
+]
 
 
 def __getattr__(name: str) -> Any:

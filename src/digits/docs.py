@@ -63,13 +63,11 @@ def preset_table() -> str:
 
 
 def api_table() -> str:
-    """Every name of ``import digits`` with the first line of its docstring."""
+    """Every name of ``import digits`` with the first sentence of its docstring."""
     import digits
 
     rows = []
-    for name in digits.__all__:
-        if name.startswith("__"):
-            continue
+    for name in digits._HOMES:  # in the order it groups them: data, models, training, ...
         value = getattr(digits, name)
         rows.append((f"`digits.{name}`", _CONSTANTS.get(name) or _first_sentence(value.__doc__ or "")))
     return _table(("name", "what it is"), rows)
@@ -93,7 +91,7 @@ def rewrite(text: str) -> str:
 
 def stale_blocks(text: str) -> list[str]:
     """The names of the marked blocks in ``text`` that differ from what they would be now."""
-    fresh = dict((m[2], m[3]) for m in _BLOCK.finditer(rewrite(text)))
+    fresh = {m[2]: m[3] for m in _BLOCK.finditer(rewrite(text))}
     return [m[2] for m in _BLOCK.finditer(text) if fresh.get(m[2]) != m[3]]
 
 

@@ -7,9 +7,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from digits.cli.args import (HelpFormatter, add_data_flags, add_device_flag, add_no_report_flag, data_path,
-                             add_output_flags, fraction, key_value, non_negative_float, non_negative_int,
-                             positive_float, positive_int)
+from digits.cli.args import (
+    HelpFormatter,
+    add_data_flags,
+    add_device_flag,
+    add_no_report_flag,
+    add_output_flags,
+    data_path,
+    fraction,
+    key_value,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from digits.console import console
 from digits.errors import RunError
 from digits.hardware import PRECISIONS

@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from digits.cli.args import HelpFormatter, add_data_flags, add_device_flag, add_output_flags, data_path, positive_int
+from digits.cli.args import (
+    HelpFormatter,
+    add_data_flags,
+    add_device_flag,
+    add_output_flags,
+    data_path,
+    positive_int,
+)
 from digits.errors import TuneError
 from digits.output import absolute, emit_json, print_summary, wants_json
 

@@ -7,7 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from digits.cli.args import HelpFormatter, add_no_report_flag, add_output_flags, non_negative_int, positive_int
+from digits.cli.args import (
+    HelpFormatter,
+    add_no_report_flag,
+    add_output_flags,
+    non_negative_int,
+    positive_int,
+)
 from digits.console import console
 from digits.output import print_summary, run_files, wants_json
 

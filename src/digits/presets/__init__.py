@@ -4,9 +4,9 @@ the hardware it runs on, with the caller's overrides on top."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
