@@ -6,7 +6,7 @@ DIGITS := $(VENV)/bin/digits
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 
-.PHONY: install browser postgres demo data pictures test test-all clean
+.PHONY: install browser postgres demo data pictures docs test test-all clean
 
 # The venv is (re)built whenever the pins or the project metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -26,6 +26,10 @@ data: $(DATA)/prepare.json
 
 demo: install data
 	$(DIGITS) tutorial --data $(DATA)
+
+# The README's lists of models, presets and library names, rewritten from the code.
+docs: install
+	$(PY) -m digits.docs README.md
 
 # The README's pictures (docs/images/), from a real tutorial run of this checkout.
 pictures: install data

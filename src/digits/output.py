@@ -31,15 +31,6 @@ FILE_LABELS = {
 }
 
 
-def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    """``--quiet`` and ``--json`` for a command that supports them."""
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="print nothing but errors (the exit status is unchanged)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the result as one JSON object on stdout (docs/json.md); "
-                             "progress and messages go to stderr")
-
-
 @contextlib.contextmanager
 def output_mode(quiet: bool = False, as_json: bool = False) -> Iterator[None]:
     """Route the console for one command: to stderr for ``--json``, nowhere for ``--quiet``."""

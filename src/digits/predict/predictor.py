@@ -32,8 +32,8 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
     views; ``precision="bf16"`` runs the model under bf16 autocast. ``progress`` hears the
     number of images done after each batch.
 
-    Batches of 512 stay in the CPU's caches: kaggle-cnn reads 28,000 digits in 7.5 s at
-    4,096 a batch and 6.8 s at 512 (fp32, 2 cores), 1.6 s at 512 in bf16."""
+    Batches of 512 stay in the CPU's caches, where larger ones spill out of them
+    (benchmarks/RESULTS.md has the figures)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     pixels = torch.from_numpy(np.ascontiguousarray(images))
@@ -143,8 +143,8 @@ def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | 
 def for_inference(model: nn.Module) -> nn.Module:
     """``model`` laid out for fast prediction, in place: on the CPU, a network with
     convolutions goes channels-last, where oneDNN's NHWC convolution and max-pool kernels
-    predict 28,000 digits with fast-cnn in 3.0 s instead of 5.7 s (same labels; the
-    probabilities differ by under 1e-6)."""
+    are the faster ones (same labels; the probabilities differ by under 1e-6;
+    benchmarks/RESULTS.md has the figures)."""
     params = list(model.parameters())
     on_cpu = bool(params) and params[0].device.type == "cpu"
     if on_cpu and any(isinstance(m, nn.Conv2d) for m in model.modules()):

@@ -1,20 +1,27 @@
-"""Presets: named training recipes stored as TOML files in this folder (data, not code)."""
+"""Presets: named training recipes stored as TOML files in this folder (data, not code), and
+``training_plan``, which turns one (or the defaults) into what a run trains: the config for
+the hardware it runs on, with the caller's overrides on top."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from digits.atomic import write_text
 from digits.errors import DigitsError
 from digits.hardware import Hardware, hardware
 from digits.tomlfiles import read_named_toml, shipped_names
 from digits.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from digits.train.ensemble import EnsembleSpec
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,29 @@ class Preset:
         hw = target if isinstance(target, Hardware) else hardware(target)
         return resolve_config(self.config.replace(**self.settings_for(hw)), hw)
 
+    def trains(self) -> str:
+        """What it trains, in a few words: "15 x kaggle-cnn, 30 epochs, batch 128"."""
+        config = self.config
+        what = f"{self.members} x {config.model}" if self.members > 1 else config.model
+        return f"{what}, {config.epochs} epoch{'s' if config.epochs != 1 else ''}, batch {config.batch_size}"
+
+    def device_tables(self) -> list[str]:
+        """Its per-hardware tables, one line each: ``[cuda] channels_last=false``, then
+        ``[cuda.native-bf16] precision="fp32"``."""
+        lines = []
+        for kind, values in self.on_device.items():
+            general = {k: v for k, v in values.items() if k not in HARDWARE_CLASSES}
+            if general or len(general) == len(values):  # an empty [cpu] above [cpu.native-bf16] says nothing
+                lines.append(f"[{kind}] {settings_text(general)}")
+            lines += [f"[{kind}.{name}] {settings_text(values[name])}" for name in HARDWARE_CLASSES
+                      if name in values]
+        return lines
+
+
+def settings_text(values: dict[str, Any]) -> str:
+    """Settings as ``key=JSON`` pairs: ``epochs=30, augment={"rotation": 10.0}``."""
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+
 
 def list_presets() -> list[str]:
     """Names of the built-in presets."""
@@ -60,6 +90,50 @@ def load_preset(name: str) -> Preset:
     """A built-in preset by name, or any preset file by path (``my.toml``)."""
     label, data = read_named_toml(name, resources.files(__package__), "preset")
     return _from_dict(label, data)
+
+
+def training_plan(preset: str | os.PathLike[str] | Preset | None = None, *,
+                  model_args: Mapping[str, Any] | None = None, augment: Mapping[str, Any] | None = None,
+                  members: int | None = None, bagging: float | None = None, workers: int | None = None,
+                  **settings: Any) -> EnsembleSpec:
+    """What a run trains: ``preset`` (a name, a .toml file, a ``Preset``; None: the defaults of
+    ``TrainConfig``) resolved for the hardware it will run on, with ``settings`` on top.
+
+    In order: the preset's ``[train]`` table; its ``[cpu]``/``[cuda]``/``[mps]`` table and the
+    ``[cpu.native-bf16]``-style sub-table for the device (``settings["device"]``, else the
+    preset's); then ``settings`` (any ``TrainConfig`` field; ``None`` keeps the preset's), the
+    ``model_args`` and ``augment`` entries added to the preset's (a different model starts its
+    arguments afresh); last, the number format is resolved for that hardware. ``members``,
+    ``bagging`` and ``workers`` replace the preset's ``[ensemble]`` ones. An unknown model,
+    model argument or setting fails here, before any work.
+
+    >>> plan = training_plan("fast", device="cpu", epochs=2)      # doctest: +SKIP
+    >>> plan.config.epochs, plan.config.batch_size, plan.members  # doctest: +SKIP
+    (2, 384, 1)
+    """
+    from digits.models.registry import resolve_model_args
+    from digits.train.device import resolve_config, resolve_device
+    from digits.train.ensemble import EnsembleSpec
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"model_args", "augment"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise DigitsError(f"unknown training setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if preset is not None and not isinstance(preset, Preset):
+        preset = load_preset(os.fspath(preset))
+    base = TrainConfig()
+    if preset is not None:
+        device = resolve_device(settings.get("device") or preset.config.device)
+        base = preset.config.replace(**preset.settings_for(hardware(device)))
+    args = dict(base.model_args) if settings.get("model") in (None, base.model) else {}
+    args.update(model_args or {})
+    config = base.replace(**settings).replace(model_args=args, augment=dict(base.augment) | dict(augment or {}))
+    resolve_model_args(config.model, **config.model_args)  # unknown model or argument: fail before any work
+    config = resolve_config(config, resolve_device(config.device))  # the format this hardware runs
+    ensemble = preset or Preset("", "", "", config)  # no preset: one member, no bagging, no TTA
+    return EnsembleSpec(config, members=members or ensemble.members,
+                        bagging=ensemble.bagging if bagging is None else bagging, tta=ensemble.tta,
+                        workers=workers or ensemble.workers)
 
 
 DEVICE_TABLES = ("cpu", "cuda", "mps")

@@ -2,9 +2,10 @@
 
 RMSprop's running average of a pixel that stays blank decays by rho each step and spends
 hundreds of steps as a denormal float (below 1.2e-38), where every multiply and square root
-takes a slow microcode path: the batched grid's optimizer step ran 4x slower by its third
-epoch. Flushing them to zero changes no weight (sqrt(v) < 1.1e-19 is lost next to eps = 1e-7
-either way), and TensorFlow's CPU threads do the same.
+takes a slow microcode path: the batched grid's optimizer step became several times slower
+by its third epoch (benchmarks/RESULTS.md). Flushing them to zero changes no weight
+(sqrt(v) < 1.1e-19 is lost next to eps = 1e-7 either way), and TensorFlow's CPU threads do
+the same.
 
 ``torch.set_flush_denormal`` sets the flag of the calling thread only. OpenMP's worker threads,
 started by the process's first parallel operation, keep the flag they were born with (a new

@@ -226,7 +226,7 @@ def rmsprop_update(params: list[torch.Tensor], grads: list[torch.Tensor], scratc
     """Keras RMSprop on every tensor, in place: ``v = rho*v + (1-rho)*g^2; w -= lr*g/(sqrt(v)+eps)``.
 
     Why Adam: PyTorch has a fused CPU kernel for Adam and none for RMSprop, and the update is
-    memory-bound (one pass instead of six over tens of megabytes is 30-60x faster here).
+    memory-bound: one pass over tens of megabytes instead of six.
     Adam with beta1 = 0 keeps its first moment equal to g, and at a step count this large
     its bias corrections are exactly 1, which leaves exactly the RMSprop update above.
     ``scratch`` holds Adam's first moment, which equals the gradient: passing the gradient

@@ -1,8 +1,6 @@
-"""The CLI's serving commands: ``serve``, ``export`` and ``predict-image``.
-
-``add_commands`` registers them on the main parser and ``run_command`` runs them, so the
-main CLI needs two lines to carry them. Imports are inside the commands: ``serve
---runtime onnx`` must never import torch, and ``digits --help`` must stay quick.
+"""``digits serve`` (the draw-a-digit page and the JSON API), ``digits export`` (ONNX) and
+``digits predict-image``. Imports are inside the commands: ``serve --runtime onnx`` must
+never import torch, and ``digits --help`` must stay quick.
 """
 
 from __future__ import annotations
@@ -11,10 +9,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from digits.helpformat import HelpFormatter, number_type
+from digits.cli.args import HelpFormatter, count, port, seconds
 from digits.serve.settings import ACCESS_LOG_FORMATS, ConnectionLimits
 
-COMMANDS = ("serve", "export", "predict-image")
 RUNTIMES = ("torch", "onnx")
 
 
@@ -25,7 +22,7 @@ def add_commands(sub: Any) -> None:
                            help="serve a run as a draw-a-digit page and a JSON API")
     serve.add_argument("run_dir", metavar="RUN_DIR")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network")
-    serve.add_argument("--port", type=_port, default=8000, metavar="N")
+    serve.add_argument("--port", type=port, default=8000, metavar="N")
     serve.add_argument("--runtime", default="torch", choices=RUNTIMES,
                        help="onnx serves RUN_DIR/model.onnx without importing torch")
     serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
@@ -43,19 +40,19 @@ def add_commands(sub: Any) -> None:
                            "of Apache and nginx")
     guard = serve.add_argument_group("slow and idle clients")
     defaults = ConnectionLimits()
-    guard.add_argument("--header-timeout", type=_seconds, default=defaults.header_timeout_s, metavar="S",
+    guard.add_argument("--header-timeout", type=seconds, default=defaults.header_timeout_s, metavar="S",
                        help="a request's headers must arrive within S seconds of the connection opening "
                             "or of the previous answer; else 408 and closed")
-    guard.add_argument("--body-timeout", type=_seconds, default=defaults.body_timeout_s, metavar="S",
+    guard.add_argument("--body-timeout", type=seconds, default=defaults.body_timeout_s, metavar="S",
                        help=f"a request's body must arrive within S seconds, plus one second for every "
                             f"{defaults.min_body_rate:,} bytes received; else 408 and closed")
-    guard.add_argument("--keep-alive", type=_seconds, default=defaults.keep_alive_s, metavar="S",
+    guard.add_argument("--keep-alive", type=seconds, default=defaults.keep_alive_s, metavar="S",
                        help="close an idle keep-alive connection after S seconds")
-    guard.add_argument("--max-connections", type=_count, default=defaults.max_connections, metavar="N",
+    guard.add_argument("--max-connections", type=count, default=defaults.max_connections, metavar="N",
                        help="connections open at once; past N the one waiting longest without a request "
                             "is closed to make room. Requests in progress are held to half of N (at most "
                             "64; past that 503), so a health check always finds room")
-    guard.add_argument("--shutdown-timeout", type=_seconds, default=defaults.shutdown_timeout_s, metavar="S",
+    guard.add_argument("--shutdown-timeout", type=seconds, default=defaults.shutdown_timeout_s, metavar="S",
                        help="on SIGTERM or Ctrl-C, requests in progress get S seconds to finish")
 
     export = sub.add_parser("export", formatter_class=fmt, help="export a run's model (ONNX)")
@@ -71,18 +68,7 @@ def add_commands(sub: Any) -> None:
     images.add_argument("--show", action="store_true", help="also print the 28x28 image the model saw")
 
 
-_port = number_type(int, lambda v: 1 <= v <= 65535, "a port number 1-65535")
-_seconds = number_type(float, lambda v: 0 < v <= 3600, "seconds between 0 and 3600")
-_count = number_type(int, lambda v: 1 <= v <= 100_000, "a number from 1 to 100000")
-
-
-def run_command(args: argparse.Namespace, created: list[Path]) -> int:
-    """Run the serving command named by ``args.command``."""
-    handler = {"serve": serve, "export": export, "predict-image": predict_image}[args.command]
-    return handler(args)
-
-
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits serve RUN_DIR``: uvicorn on ``--host``:``--port`` until interrupted."""
     from digits.serve.server import run_server
 
@@ -95,7 +81,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def export(args: argparse.Namespace) -> int:
+def export(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits export RUN_DIR --format onnx``."""
     from digits.console import console
     from digits.serve.export import export_onnx
@@ -105,7 +91,7 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_image(args: argparse.Namespace) -> int:
+def predict_image(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits predict-image FILE... --run RUN_DIR``: one line per file."""
     from digits.console import console
     from digits.errors import DataError, InputError
@@ -134,3 +120,6 @@ def ascii_image(image: Any) -> str:
     """A 28x28 uint8 image as 28 lines of text, darker characters for brighter pixels."""
     shades = " .:-=+*#%@"
     return "\n".join("".join(shades[int(v) * (len(shades) - 1) // 255] * 2 for v in row) for row in image)
+
+
+COMMANDS = {"serve": serve, "export": export, "predict-image": predict_image}

@@ -1,5 +1,5 @@
-"""``digits tune``: the argument parser (added to the main CLI by ``add_tune_command``) and
-the command itself. Heavy imports (torch, optuna) happen inside the command."""
+"""``digits tune``: the tutorial's grid search (``--grid``) or an Optuna search (``--space``).
+Heavy imports (torch, optuna) happen inside the command."""
 
 from __future__ import annotations
 
@@ -11,54 +11,49 @@ import time
 from pathlib import Path
 from typing import Any
 
+from digits.cli.args import (
+    HelpFormatter,
+    add_data_flags,
+    add_device_flag,
+    add_output_flags,
+    data_path,
+    positive_int,
+)
 from digits.errors import TuneError
-from digits.helpformat import HelpFormatter
-from digits.output import absolute, add_output_flags, emit_json, print_summary, wants_json
+from digits.output import absolute, emit_json, print_summary, wants_json
 
 
-def add_tune_command(sub: Any) -> None:
+def add_commands(sub: Any) -> None:
     """Register ``digits tune`` on the main parser's sub-parsers."""
     fmt = HelpFormatter
     tune = sub.add_parser("tune", formatter_class=fmt, help="hyper-parameter search: the tutorial's grid or Optuna")
     what = tune.add_mutually_exclusive_group(required=True)
     what.add_argument("--grid", metavar="NAME", help="a grid search over the tutorial MLP (tutorial, quick)")
     what.add_argument("--space", metavar="NAME|FILE", help="an Optuna search space (arch, cnn, mlp, tiny, or a .toml file)")
-    tune.add_argument("--trials", type=_positive_int, default=20, metavar="N",
+    tune.add_argument("--trials", type=positive_int, default=20, metavar="N",
                       help="finished trials the study should reach, all workers and machines together")
-    tune.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="local worker processes")
+    tune.add_argument("--workers", type=positive_int, default=1, metavar="N", help="local worker processes")
     tune.add_argument("--storage", metavar="URL",
                       help="Optuna storage shared by workers, e.g. postgresql://user@host/db "
                            "[none: a SQLite file study.db in the study folder]")
     tune.add_argument("--study", metavar="NAME", help="study name; workers started with the same "
                       "--storage and --study join one study [none: the space's name]")
     tune.add_argument("--out", metavar="DIR", help="study folder [none: studies/<study>]")
-    group = tune.add_mutually_exclusive_group()
-    group.add_argument("--train", metavar="CSV", help="train.csv or Kaggle's zip")
-    group.add_argument("--data", default="data", metavar="DIR", help="folder holding train.csv (and test.csv)")
+    add_data_flags(tune, "train", "folder holding train.csv (and test.csv)")
     tune.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
     tune.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
     tune.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
-    tune.add_argument("--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
+    tune.add_argument("--heartbeat", type=positive_int, default=10, metavar="SECONDS",
                       help="a trial whose worker is silent 3x this long is failed and retried")
     tune.add_argument("--seed", type=int, default=0, metavar="N")
     tune.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                       help="grid: the first layer's matmuls in bf16 (weights and RMSprop stay fp32); "
                            "auto: bf16 where the CPU has AMX")
-    tune.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_device_flag(tune)
     add_output_flags(tune)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def run_tune(args: argparse.Namespace, created: list[Path]) -> int:
+def tune(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits tune``: a grid search (``--grid``) or an Optuna search (``--space``)."""
     # Before torch is imported: OpenMP threads that spin while waiting for each other collapse
     # when the cores are shared (workers, other jobs): 10x slower steps were measured here.
@@ -69,12 +64,6 @@ def run_tune(args: argparse.Namespace, created: list[Path]) -> int:
     if args.grid:
         return _run_grid(args, created)
     return _run_search(args, created)
-
-
-def _train_path(args: argparse.Namespace) -> Path:
-    from digits.data.paths import data_file
-
-    return data_file(args.train, args.data, "train")
 
 
 def _study_dir(args: argparse.Namespace, study: str, created: list[Path], fresh: bool) -> Path:
@@ -97,7 +86,7 @@ def _run_grid(args: argparse.Namespace, created: list[Path]) -> int:
 
     started = time.perf_counter()
     spec = dataclasses.replace(get_grid(args.grid), precision=args.precision)
-    train_csv = _train_path(args)
+    train_csv = data_path(args, "train")
     data = load_kaggle_csv(train_csv, kind="train")
     test_csv = train_csv.parent / "test.csv"
     test = load_kaggle_csv(test_csv, kind="test") if test_csv.is_file() else None
@@ -179,7 +168,7 @@ def _run_search(args: argparse.Namespace, created: list[Path]) -> int:
 
     started = time.perf_counter()
     space = load_space(args.space)  # a bad space fails before anything is created
-    train_csv = _train_path(args)
+    train_csv = data_path(args, "train")
     load_kaggle_csv(train_csv, kind="train")  # validate once here, not in every worker
     study = args.study or space.name
     folder = _study_dir(args, study, created, fresh=False)
@@ -208,3 +197,6 @@ def _shown(url: str) -> str:
     from digits.tune.storage import _redact
 
     return _redact(url)
+
+
+COMMANDS = {"tune": tune}
