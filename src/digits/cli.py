@@ -48,6 +48,14 @@ _positive_float = number_type(float, lambda v: v > 0, "a positive number")
 _non_negative_float = number_type(float, lambda v: v >= 0, "a number >= 0")
 
 
+def _member_range(text: str) -> tuple[int, int]:
+    # Only the form here; the range is checked against the ensemble's size once that is known.
+    start, sep, end = text.partition(":")
+    if not sep or not start.strip().isdigit() or not end.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected START:END, two integers >= 0 (e.g. 0:5), got {text!r}")
+    return int(start), int(end)
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -116,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--bagging", type=_fraction, metavar="F",
                        help="each ensemble member holds out its own random fraction F for validation")
     train.add_argument("--workers", type=_positive_int, metavar="N", help="ensemble members trained at once")
+    train.add_argument("--members", type=_member_range, metavar="START:END",
+                       help="train only the ensemble's members START to END-1 (from 0) into --out, a folder "
+                            "other jobs (machines, a job array) share: each trains its own range")
     train.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<preset or model>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_output_flags(train)

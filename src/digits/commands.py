@@ -79,14 +79,30 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
         spec, name = _training_spec(args)
         source = _data_path(args, "train")
         digits = load_kaggle_csv(source, kind="train")
-        run_dir = _make_run_dir(args.out, name, created)
-        console.print(f"training {spec.config.model} on {len(digits)} rows from {source} into {run_dir}, "
+        if spec.part is not None:  # one job of several: the folder is shared, never removed on failure
+            from digits.runs import open_shared_run_dir
+
+            run_dir = open_shared_run_dir(args.out)
+        else:
+            run_dir = _make_run_dir(args.out, name, created)
+        what = f"members {spec.part[0]}:{spec.part[1]} of {spec.members} " if spec.part else ""
+        console.print(f"training {what}{spec.config.model} on {len(digits)} rows from {source} into {run_dir}, "
                       f"in {spec.config.precision} on {hardware_of(spec.config.device).describe()}")
         _train_into(spec, digits, run_dir, str(source))
         created.clear()
-    if args.report:
+    if args.report and not _members_missing(run_dir):
         _report_on(run_dir)
     return _finish_train(args, run_dir)
+
+
+def _members_missing(run_dir: Path) -> list[int]:
+    """The members of a partial ensemble still to train (other --members jobs' share)."""
+    from digits.jsonfile import ENSEMBLE, read_json
+    from digits.runmodels import ENSEMBLE_FILE, missing_members
+
+    if not (run_dir / ENSEMBLE_FILE).is_file():
+        return []
+    return missing_members(run_dir, read_json(run_dir / ENSEMBLE_FILE, ENSEMBLE)["members"])
 
 
 def hardware_of(device: str):
@@ -136,8 +152,21 @@ def _training_spec(args: argparse.Namespace):
     spec = EnsembleSpec(config, members=args.ensemble or (preset.members if preset else 1),
                         bagging=args.bagging if args.bagging is not None else (preset.bagging if preset else 0.0),
                         tta=preset.tta if preset else False,
-                        workers=args.workers or (preset.workers if preset else 1))
+                        workers=args.workers or (preset.workers if preset else 1),
+                        part=_members_part(args, args.ensemble or (preset.members if preset else 1)))
     return spec, (preset.name if preset else config.model)
+
+
+def _members_part(args: argparse.Namespace, members: int) -> tuple[int, int] | None:
+    """``--members START:END``, checked against the ensemble's size and the other flags."""
+    if args.members is None:
+        return None
+    if members < 2:
+        raise RunError(f"--members {args.members[0]}:{args.members[1]}: needs an ensemble (--ensemble N, or a "
+                       "preset with members); this trains one model")
+    if not args.out:
+        raise RunError("--members needs --out RUN_DIR: the run directory every job of the ensemble writes into")
+    return args.members
 
 
 def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) -> None:
@@ -146,7 +175,13 @@ def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) 
     from digits.train.run import train_run
 
     if spec.members > 1:
-        metrics = train_ensemble(spec, digits, run_dir, [EpochProgress()], source, log=console.print)
+        metrics = train_ensemble(spec, digits, run_dir, [EpochProgress()], source, log=console.print,
+                                 resume=resume)
+        if metrics.get("missing"):
+            trained = len(metrics["member_metrics"])
+            console.print(f"done: {trained} of {spec.members} members, {metrics['train_seconds']:.1f} s of "
+                          f"training; still to train (by other --members jobs): {', '.join(metrics['missing'])}")
+            return
         console.print(f"done: {spec.members} members, {metrics['train_seconds']:.1f} s of training")
         return
     result = train_run(spec.config, digits, run_dir, [EpochProgress()], source, resume=resume)
@@ -190,12 +225,14 @@ def _resume(args: argparse.Namespace) -> Path:
         recorded = read_json(run_dir / "ensemble.json", ENSEMBLE)
         config = TrainConfig.from_dict(recorded["train"], f"{run_dir / 'ensemble.json'}: field 'train'")
         spec = EnsembleSpec(config, len(recorded["members"]), recorded.get("bagging") or 0.0,
-                            bool(recorded.get("tta")), args.workers or 1)
+                            bool(recorded.get("tta")), args.workers or 1, part=args.members)
         first = read_json(run_dir / recorded["members"][0] / "config.json", RESUMABLE_CONFIG)
         source = first["data"]["source"]
     else:
         recorded = read_json(run_dir / "config.json", RESUMABLE_CONFIG)
         where = f"{run_dir / 'config.json'}: field 'train'"
+        if args.members is not None:
+            raise RunError(f"--members: {run_dir} is a run of one model, not an ensemble")
         spec = EnsembleSpec(TrainConfig.from_dict(recorded["train"], where))
         source = recorded["data"]["source"]
     if not unfinished_run(run_dir):
@@ -243,12 +280,12 @@ def _data_path(args: argparse.Namespace, kind: str) -> Path:
 def predict(args: argparse.Namespace, created: list[Path]) -> int:
     """``digits predict RUN_DIR``: write a Kaggle submission for a test file."""
     from digits.data.kaggle import load_kaggle_csv
-    from digits.predict.predictor import load_predictor
+    from digits.predict.predictor import Predictor
     from digits.predict.submission import write_submission
     from digits.results import predict_result
     from digits.train.device import resolve_device
 
-    predictor = load_predictor(args.run_dir, resolve_device(args.device), args.precision)
+    predictor = Predictor.open(args.run_dir, resolve_device(args.device), precision=args.precision)
     source = _data_path(args, "test")
     test = load_kaggle_csv(source, kind="test")
     from digits.console import WorkBar

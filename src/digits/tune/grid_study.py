@@ -86,7 +86,7 @@ def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec:
     from digits.jsonfile import write_json
     from digits.output import run_files
     from digits.predict.scores import check_not_trained_on
-    from digits.predict.predictor import predict_labels
+    from digits.predict.predictor import Predictor
     from digits.predict.submission import score_submission, write_submission
     from digits.presets import write_preset
     from digits.report.plots import plot_learning_curves
@@ -108,7 +108,8 @@ def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec:
                           f"about {best.mean:.4f} on held-out rows ({spec.folds}-fold cross-validation)")
     score = None
     if test is not None:
-        submission = write_submission(run_dir / "submission.csv", predict_labels(model, test.images))
+        labels = Predictor.from_model(model, "tutorial-mlp").predict(test.images)
+        submission = write_submission(run_dir / "submission.csv", labels)
         solution = Path(test.origin).parent / "solution.csv"
         if solution.is_file():
             check_not_trained_on(submission, solution, test=test.origin)
