@@ -47,6 +47,13 @@ class ModelSummary:
     def version(self) -> str:
         return self.card.version
 
+    @property
+    def what(self) -> str:
+        """The model in a few words: "mlp", "ensemble of 15 x kaggle-cnn"."""
+        if self.card.kind == "single":
+            return self.card.architecture
+        return f"ensemble of {len(self.card.members)} x {self.card.architecture}"
+
     def to_dict(self) -> dict[str, Any]:
         return {**self.card.to_dict(), "runtime": self.runtime}
 

@@ -100,9 +100,10 @@ def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLik
     if not (resume and (run_dir / ENSEMBLE_FILE).is_file()):  # resuming: the file the spec was read from
         write_description_once(run_dir / ENSEMBLE_FILE, describe_ensemble(spec))
     mine = range(*spec.part) if spec.part else range(spec.members)
-    todo = [i for i in mine if not member_finished(run_dir / names[i])]
+    fresh = spec.part is not None and not resume  # a new --members job: its members must all be new
+    todo = [i for i in mine if fresh or not member_finished(run_dir / names[i])]
     configs = {i: spec.config.replace(seed=spec.config.seed + i) for i in todo}
-    with claimed_members([run_dir / names[i] for i in todo], fresh=spec.part is not None and not resume):
+    with claimed_members([run_dir / names[i] for i in todo], fresh=fresh):
         results = _train_members(spec, data, run_dir, names, configs, callbacks, source, identity, log)
     return _ensemble_metrics(spec, run_dir, names, [i for i in mine if i not in todo], results)
 
