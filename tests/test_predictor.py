@@ -135,6 +135,36 @@ def test_members_jobs_one_after_another_make_the_ensemble_one_command_trains(ens
     assert recorded["members"] == 2 and len(recorded["member_metrics"]) == 2
 
 
+def test_jobs_racing_to_write_ensemble_json_leave_one_whole_file_and_refuse_other_settings(tmp_path):
+    import threading
+
+    from digits.train.config import TrainConfig
+    from digits.train.ensemble import EnsembleSpec, describe_ensemble, write_description_once
+
+    path = tmp_path / "ensemble.json"
+    specs = [EnsembleSpec(TrainConfig(lr=lr), members=4) for lr in (0.1, 0.1, 0.2, 0.2, 0.3, 0.3)]
+    start, outcomes = threading.Barrier(len(specs)), {}
+
+    def job(i: int) -> None:
+        start.wait()
+        try:
+            write_description_once(path, describe_ensemble(specs[i]))
+            outcomes[i] = "written"
+        except RunError as exc:
+            outcomes[i] = str(exc)
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(len(specs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winner = json.loads(path.read_text())["train"]["lr"]
+    for i, spec in enumerate(specs):  # the jobs with the winner's settings go on; the others are refused
+        assert (outcomes[i] == "written") == (spec.config.lr == winner), outcomes[i]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ensemble.json"]  # no temporary file left
+
+
+@pytest.mark.slow  # two processes training at once; the test above holds the race on ensemble.json
 def test_two_members_jobs_running_at_once_share_one_run_directory(ensemble, tmp_path):
     shared = tmp_path / "shared"
     jobs = [subprocess.Popen([sys.executable, "-m", "digits.cli", *map(str, TRAIN), "--members", part,
