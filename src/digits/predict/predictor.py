@@ -15,7 +15,7 @@ from torch import nn
 from digits.errors import ModelError
 from digits.hardware import hardware, use_threads
 from digits.precision import autocast
-from digits.predict.card import RunCard
+from digits.predict.card import RunCard, read_card
 from digits.train.fast_mlp import is_small_mlp
 
 
@@ -172,8 +172,6 @@ class Predictor:
     def card(self) -> RunCard:
         """The model card of the run this Predictor was opened on: kind, members (architecture,
         parameters, recorded accuracy, the precision each predicts in) and weights version."""
-        from digits.predict.card import read_card
-
         if self.run_dir is None:
             raise ModelError("a Predictor made from a model in memory has no run directory, so no card")
         return read_card(self.run_dir, self.precisions, self.tta)

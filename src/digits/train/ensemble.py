@@ -96,9 +96,9 @@ def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLik
     device = resolve_device(spec.config.device)
     spec = dataclasses.replace(spec, config=resolve_config(spec.config, device))
     identity = data_record(source, data)  # of the whole file: each member trains on a part of it
-    names = member_names(spec.members)
     if not (resume and (run_dir / ENSEMBLE_FILE).is_file()):  # resuming: the file the spec was read from
         write_description_once(run_dir / ENSEMBLE_FILE, describe_ensemble(spec))
+    names = read_json(run_dir / ENSEMBLE_FILE, ENSEMBLE)["members"]  # the folders, as the file names them
     mine = range(*spec.part) if spec.part else range(spec.members)
     fresh = spec.part is not None and not resume  # a new --members job: its members must all be new
     todo = [i for i in mine if fresh or not member_finished(run_dir / names[i])]
