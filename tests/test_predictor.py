@@ -199,11 +199,11 @@ def test_a_members_range_overlapping_another_jobs_is_refused(tmp_path, cli):
     assert f"{shared / 'members' / '01'}: this member is already trained or begun" in again.err
     assert "--members ranges of one ensemble must not overlap" in again.err
     # A member another job is training right now: its folder is locked by that job.
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from digits.runs import claimed_members\n"
-                               "with claimed_members([Path(sys.argv[1])], fresh=True):\n"
-                               "    print('claimed', flush=True); time.sleep(60)",
-                               str(shared / "members" / "02")], stdout=subprocess.PIPE, text=True)
+    hold = ("import sys, time; from pathlib import Path; from digits.runs import claimed_members\n"
+            "with claimed_members([Path(sys.argv[1])], fresh=True):\n"
+            "    print('claimed', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(shared / "members" / "02")],
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "claimed"
         busy = cli(*TRAIN, "--members", "1:2", "--out", shared)

@@ -26,7 +26,7 @@ from digits.hardware import cpu_info, hardware
 from digits.jsonfile import MODEL_CARD, read_json, write_json
 from digits.models.layers import Classifier
 from digits.models.registry import count_parameters, create_model, get_model_info
-from digits.runmodels import ENSEMBLE_FILE, check_finished, unfinished_run  # noqa: F401  (imported from here too)
+from digits.runmodels import ENSEMBLE_FILE, check_finished, unfinished_run
 from digits.tensorfile import write_tensors
 from digits.weightsfile import check_weights_file
 

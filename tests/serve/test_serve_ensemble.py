@@ -17,7 +17,6 @@ from pictures import FIXTURES, encode
 from PIL import Image
 
 from digits.cli import main
-from digits.data.kaggle import load_kaggle_csv
 from digits.predict.predictor import Predictor
 from digits.serve.app import create_app
 from digits.serve.preprocess import decode_image, prepare_digit

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from digits.atomic import atomic_path
 from digits.data.dataset import DigitSet
 from digits.data.identity import data_record
-from digits.atomic import atomic_path
 from digits.errors import DigitsError, RunError
 from digits.jsonfile import ENSEMBLE, METRICS, read_json, write_json
 from digits.runmodels import ENSEMBLE_FILE, member_finished, missing_members
@@ -195,7 +195,10 @@ def write_description_once(path: Path, description: dict[str, Any]) -> None:
 
 def _first_difference(there: Any, here: Any, where: str = "") -> str | None:
     if isinstance(there, dict) and isinstance(here, dict):
-        for key in sorted(set(there) | set(here)):
+        # At the top, only what this job writes counts: an older ensemble.json's record of the
+        # machine it began on is no setting.
+        keys = here if not where else sorted(set(there) | set(here))
+        for key in keys:
             found = _first_difference(there.get(key), here.get(key), f"{where}.{key}" if where else key)
             if found:
                 return found
