@@ -103,10 +103,15 @@ def _free_port() -> int:
 
 
 def test_members_jobs_one_after_another_make_the_ensemble_one_command_trains(ensemble, tmp_path, cli):
+    from digits.schemas import validator
+
     shared = tmp_path / "shared"
-    first = cli(*TRAIN, "--members", "0:1", "--out", shared)
+    first = cli(*TRAIN, "--members", "0:1", "--out", shared, "--json")
     assert first.code == 0, first.err
     assert (shared / "members" / "01" / "metrics.json").is_file() and not (shared / "members" / "02").exists()
+    described = json.loads(first.out)
+    assert not list(validator("train").iter_errors(described))
+    assert described["members"] == 2 and described["ensemble"]["missing_members"] == ["members/02"]
 
     # Partial: every command that predicts refuses it in one line naming what is missing.
     picture = tmp_path / "digit.png"
@@ -124,7 +129,9 @@ def test_members_jobs_one_after_another_make_the_ensemble_one_command_trains(ens
 
     second = cli(*TRAIN, "--members", "1:2", "--out", shared, "--json")
     assert second.code == 0, second.err
-    assert json.loads(second.out)["ensemble"]["member_runs"][1]["config"]["seed"] == 1
+    described = json.loads(second.out)
+    assert not list(validator("train").iter_errors(described)) and "missing_members" not in described["ensemble"]
+    assert [m["config"]["seed"] for m in described["ensemble"]["member_runs"]] == [0, 1]
     assert cli("predict", shared, "--data", FIXTURES, "-q").code == 0
     assert cli("predict", ensemble, "--data", FIXTURES, "--out", tmp_path / "one.csv", "-q").code == 0
     np.testing.assert_array_equal(submission_labels(shared / "submission.csv"), submission_labels(tmp_path / "one.csv"))

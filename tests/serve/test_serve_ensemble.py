@@ -4,13 +4,17 @@ and probabilities of `digits predict`."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import chromium, needs_chromium
 from fastapi.testclient import TestClient
 from helpers import train_ensemble_on_fixture
 from pictures import FIXTURES, encode
@@ -143,3 +147,34 @@ def test_a_served_member_of_an_ensemble_is_a_model_of_its_own(ensemble):
     reader = DigitReader.open(ensemble / "members" / "01", "torch")
     assert reader.summary.card.kind == "single" and reader.summary.card.members[0].name == "."
     assert reader.summary.what == "tutorial-mlp"
+
+
+@needs_chromium
+def test_the_page_describes_a_served_ensemble_and_its_members(ensemble, tmp_path):
+    from playwright.sync_api import expect
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "digits.cli", "serve", str(ensemble), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "digits serve did not answer"
+                time.sleep(0.2)
+        with chromium(tmp_path / "chromium-profile") as browser:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            expect(page.locator("#card-model")).to_have_text("ensemble of 2 × tutorial-mlp")
+            expect(page.locator("#card-members > div")).to_have_count(2)
+            expect(page.locator("#card-members > div").first).to_contain_text("members/01: 25,450 parameters")
+            expect(page.locator("#card-accuracy-label")).to_have_text("members' validation accuracy")
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=20)
+    assert "serving ensemble of 2 x tutorial-mlp" in err
