@@ -19,7 +19,8 @@ from digits.data.kaggle import load_kaggle_csv
 from digits.errors import RunError
 from digits.predict.predictor import Predictor, average_members
 
-TRAIN = ["train", "--train", FIXTURES / "train.csv", "--epochs", "1", "--ensemble", "2", "--no-report", "--quiet"]
+TRAIN = ["train", "--train", FIXTURES / "train.csv", "--epochs", "1", "--ensemble", "2", "--no-report",
+         "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +131,16 @@ def test_members_jobs_one_after_another_make_the_ensemble_one_command_trains(ens
     second = cli(*TRAIN, "--members", "1:2", "--out", shared, "--json")
     assert second.code == 0, second.err
     described = json.loads(second.out)
-    assert not list(validator("train").iter_errors(described)) and "missing_members" not in described["ensemble"]
+    assert not list(validator("train").iter_errors(described))
+    assert "missing_members" not in described["ensemble"]
     assert [m["config"]["seed"] for m in described["ensemble"]["member_runs"]] == [0, 1]
     assert cli("predict", shared, "--data", FIXTURES, "-q").code == 0
     assert cli("predict", ensemble, "--data", FIXTURES, "--out", tmp_path / "one.csv", "-q").code == 0
-    np.testing.assert_array_equal(submission_labels(shared / "submission.csv"), submission_labels(tmp_path / "one.csv"))
-    np.testing.assert_array_equal(Predictor.open(shared).predict_proba(load_kaggle_csv(FIXTURES / "test.csv").images),
-                                  Predictor.open(ensemble).predict_proba(load_kaggle_csv(FIXTURES / "test.csv").images))
+    np.testing.assert_array_equal(submission_labels(shared / "submission.csv"),
+                                  submission_labels(tmp_path / "one.csv"))
+    images = load_kaggle_csv(FIXTURES / "test.csv").images
+    np.testing.assert_array_equal(Predictor.open(shared).predict_proba(images),
+                                  Predictor.open(ensemble).predict_proba(images))
     assert (shared / "ensemble.json").read_text() == (ensemble / "ensemble.json").read_text()
     recorded = json.loads((shared / "metrics.json").read_text())
     assert recorded["members"] == 2 and len(recorded["member_metrics"]) == 2
@@ -175,15 +179,18 @@ def test_jobs_racing_to_write_ensemble_json_leave_one_whole_file_and_refuse_othe
 def test_two_members_jobs_running_at_once_share_one_run_directory(ensemble, tmp_path):
     shared = tmp_path / "shared"
     jobs = [subprocess.Popen([sys.executable, "-m", "digits.cli", *map(str, TRAIN), "--members", part,
-                              "--out", str(shared)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              "--out", str(shared)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for part in ("0:1", "1:2")]
     for job in jobs:
         _, err = job.communicate(timeout=300)
         assert job.returncode == 0, err
     images = load_kaggle_csv(FIXTURES / "test.csv").images
-    np.testing.assert_array_equal(Predictor.open(shared).predict(images), Predictor.open(ensemble).predict(images))
+    np.testing.assert_array_equal(Predictor.open(shared).predict(images),
+                                  Predictor.open(ensemble).predict(images))
     assert (shared / "ensemble.json").read_text() == (ensemble / "ensemble.json").read_text()
-    assert json.loads((shared / "metrics.json").read_text())["members"] == 2  # written by whichever finished last
+    # metrics.json: written by whichever job finished last
+    assert json.loads((shared / "metrics.json").read_text())["members"] == 2
 
 
 @pytest.mark.parametrize("members, message", [
@@ -231,7 +238,8 @@ def test_a_members_job_with_other_settings_is_refused_and_leaves_ensemble_json_a
     assert (shared / "ensemble.json").read_text() == before and not (shared / "members" / "02").exists()
 
 
-def test_a_bf16_trained_ensemble_is_served_in_bf16_as_predict_reads_it(tmp_path, cli, monkeypatch, test_images):
+def test_a_bf16_trained_ensemble_is_served_in_bf16_as_predict_reads_it(tmp_path, cli, monkeypatch,
+                                                                       test_images):
     from fastapi.testclient import TestClient
 
     from digits.predict import predictor

@@ -86,8 +86,9 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
         else:
             run_dir = _make_run_dir(args.out, name, created)
         what = f"members {spec.part[0]}:{spec.part[1]} of {spec.members} " if spec.part else ""
-        console.print(f"training {what}{spec.config.model} on {len(digits)} rows from {source} into {run_dir}, "
-                      f"in {spec.config.precision} on {hardware_of(spec.config.device).describe()}")
+        console.print(f"training {what}{spec.config.model} on {len(digits)} rows from {source} into "
+                      f"{run_dir}, in {spec.config.precision} on "
+                      f"{hardware_of(spec.config.device).describe()}")
         _train_into(spec, digits, run_dir, str(source))
         created.clear()
     if args.report and not _members_missing(run_dir):
@@ -162,10 +163,11 @@ def _members_part(args: argparse.Namespace, members: int) -> tuple[int, int] | N
     if args.members is None:
         return None
     if members < 2:
-        raise RunError(f"--members {args.members[0]}:{args.members[1]}: needs an ensemble (--ensemble N, or a "
-                       "preset with members); this trains one model")
+        raise RunError(f"--members {args.members[0]}:{args.members[1]}: needs an ensemble (--ensemble N, "
+                       "or a preset with members); this trains one model")
     if not args.out:
-        raise RunError("--members needs --out RUN_DIR: the run directory every job of the ensemble writes into")
+        raise RunError("--members needs --out RUN_DIR: the run directory every job of the ensemble "
+                       "writes into")
     return args.members
 
 
@@ -179,8 +181,9 @@ def _train_into(spec, digits, run_dir: Path, source: str, resume: bool = False) 
                                  resume=resume)
         if metrics.get("missing"):
             trained = len(metrics["member_metrics"])
+            missing = ", ".join(metrics["missing"])
             console.print(f"done: {trained} of {spec.members} members, {metrics['train_seconds']:.1f} s of "
-                          f"training; still to train (by other --members jobs): {', '.join(metrics['missing'])}")
+                          f"training; still to train (by other --members jobs): {missing}")
             return
         console.print(f"done: {spec.members} members, {metrics['train_seconds']:.1f} s of training")
         return

@@ -68,10 +68,12 @@ def _describe_ensemble(run_dir: Path) -> dict[str, Any]:
                  "mean_member_val_accuracy": _number(metrics.get("mean_member_val_accuracy")),
                  "member_runs": members}
     if missing:
-        described |= {"mean_member_val_accuracy": None, "missing_members": [spec["members"][i] for i in missing]}
+        described |= {"mean_member_val_accuracy": None,
+                      "missing_members": [spec["members"][i] for i in missing]}
     return {"run_dir": str(run_dir.resolve()), "model": spec["train"]["model"],
             "model_args": spec["train"]["model_args"], "parameters": members[0]["parameters"],
-            "members": len(spec["members"]), "data": first | {"rows": first["train_rows"] + first["val_rows"]},
+            "members": len(spec["members"]),
+            "data": first | {"rows": first["train_rows"] + first["val_rows"]},
             "config": spec["train"], "hardware": members[0]["hardware"],  # each member records its machine
             "epochs": max(m["epochs"] for m in members),
             "train_seconds": metrics.get("train_seconds", round(sum(m["train_seconds"] for m in members), 3)),

@@ -51,7 +51,8 @@ def member_finished(member_dir: str | os.PathLike[str]) -> bool:
     """Whether an ensemble member is trained: its metrics.json, written last, is there and no
     checkpoint says it stopped before the end."""
     member_dir = Path(member_dir)
-    return (member_dir / "metrics.json").is_file() and not (member_dir / "checkpoint" / "state.json").is_file()
+    stopped = (member_dir / "checkpoint" / "state.json").is_file()
+    return (member_dir / "metrics.json").is_file() and not stopped
 
 
 def missing_members(run_dir: str | os.PathLike[str], names: Sequence[str]) -> list[int]:

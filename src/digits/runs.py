@@ -109,7 +109,8 @@ def release_run_dirs() -> None:
         os.close(_CLAIMS.popitem()[1])
 
 
-def _lock(fd: int, path: Path, taken: str = "another training is writing into it; choose another --out") -> None:
+def _lock(fd: int, path: Path,
+          taken: str = "another training is writing into it; choose another --out") -> None:
     try:
         import fcntl
     except ImportError:  # Windows: no flock; the emptiness check alone remains

@@ -188,7 +188,8 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         X = validate_data(self, _flatten_images(X), reset=False, dtype=np.float64)
         if self.n_features_in_ != PIXELS:
             return _feature_proba(self.model_, X)
-        proba = Predictor.from_model(self.model_, self.model).predict_proba(_pixels(X))[:, :len(self.classes_)]
+        predictor = Predictor.from_model(self.model_, self.model)
+        proba = predictor.predict_proba(_pixels(X))[:, :len(self.classes_)]
         return proba / proba.sum(axis=1, keepdims=True)  # outputs for labels never seen are dropped
 
     def predict(self, X: Any) -> np.ndarray:

@@ -74,7 +74,8 @@ def test_the_model_card_describes_each_member_with_its_parameters_and_recorded_a
     for member in members:
         recorded = json.loads((ensemble / member["name"] / "metrics.json").read_text())
         assert member["parameters"] == recorded["parameters"] > 0
-        assert member["accuracy"] == recorded["final"]["val_accuracy"] and member["accuracy_source"] == "validation"
+        assert member["accuracy"] == recorded["final"]["val_accuracy"]
+        assert member["accuracy_source"] == "validation"
         assert member["precision"] == "fp32" and member["architecture"] == "tutorial-mlp"
     assert card["parameters"] == sum(m["parameters"] for m in members)
     assert card["accuracy"] == pytest.approx(np.mean([m["accuracy"] for m in members]))
@@ -91,7 +92,8 @@ def test_the_onnx_ensemble_gives_pytorchs_probabilities_within_1e_5_on_the_fixtu
     assert np.abs(members[0] - members[1]).max() > 1e-2  # one graph averaging two different members
 
 
-def test_an_ensemble_exported_with_tta_averages_the_shifted_views_in_the_graph(ensemble, tmp_path, fixture_test):
+def test_an_ensemble_exported_with_tta_averages_the_shifted_views_in_the_graph(ensemble, tmp_path,
+                                                                               fixture_test):
     out = tmp_path / "tta.onnx"
     assert main(["export", str(ensemble), "--tta", "--out", str(out)]) == 0
     import onnxruntime as ort
@@ -156,8 +158,8 @@ def test_the_page_describes_a_served_ensemble_and_its_members(ensemble, tmp_path
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "digits.cli", "serve", str(ensemble), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "digits.cli", "serve", str(ensemble), "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -140,7 +140,8 @@ class Predictor:
         return [m.precision for m in self.members]
 
     def member_proba(self, images: np.ndarray, *, rows: Sequence[np.ndarray] | None = None,
-                     tta: bool | None = None, progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+                     tta: bool | None = None,
+                     progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
         """Each member's probabilities: on every image, or, with ``rows``, member ``i`` on
         ``images[rows[i]]`` only (the rows it held out, say). ``progress`` hears the images done
         so far, counted over every member."""

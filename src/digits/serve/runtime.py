@@ -86,7 +86,8 @@ class OnnxRuntime:
         except ImportError:
             raise ServeError("the onnx runtime needs onnxruntime: pip install 'digits[serve]'") from None
         self.run_dir = Path(run_dir)
-        members = len(run_models(run_dir).model_dirs)  # a run that cannot predict fails first, as predict does
+        # A run that cannot predict (a partial ensemble, say) fails first, as in digits predict.
+        members = len(run_models(run_dir).model_dirs)
         path = self.run_dir / ONNX_FILE
         if not path.is_file():
             raise ServeError(f"{path}: missing; run `digits export {run_dir} --format onnx` first")
