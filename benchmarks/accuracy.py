@@ -26,10 +26,10 @@ import torch
 from digits.data.dataset import DigitSet
 from digits.data.kaggle import load_kaggle_csv
 from digits.data.prepare import load_standard_split
+from digits.data.submission import read_submission, score_submission, write_submission
 from digits.jsonfile import write_json
 from digits.models.registry import count_parameters, create_model
-from digits.predict.predictor import load_predictor, predict_proba
-from digits.data.submission import read_submission, score_submission, write_submission
+from digits.predict.predictor import Predictor, average_members
 from digits.presets import load_preset
 from digits.train.device import resolve_device
 from digits.train.ensemble import EnsembleSpec, train_ensemble
@@ -53,13 +53,13 @@ def run_one(spec: EnsembleSpec, train: DigitSet, run_dir: Path) -> tuple[float, 
     train_ensemble(spec, train, run_dir, log=lambda m: print(f"    {m}", flush=True))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - started, load_predictor(run_dir, resolve_device(spec.config.device))
+    return time.perf_counter() - started, Predictor.open(run_dir, resolve_device(spec.config.device))
 
 
 def accuracies(predictor, images: np.ndarray, labels: np.ndarray | None, tta: bool) -> tuple[float, list[float]]:
     """(ensemble accuracy, each member's accuracy)."""
-    members = [predict_proba(m, images, tta=tta) for m in predictor.models]
-    ensemble = np.mean(members, axis=0).argmax(1)
+    members = predictor.member_proba(images, tta=tta)
+    ensemble = average_members(members).argmax(1)
     return float(np.mean(ensemble == labels)), [float(np.mean(p.argmax(1) == labels)) for p in members]
 
 

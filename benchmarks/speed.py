@@ -45,16 +45,10 @@ from peers import plain_torch_mlp, recipe99  # noqa: E402
 
 from digits.data.dataset import DigitSet  # noqa: E402
 from digits.data.kaggle import load_kaggle_csv  # noqa: E402
+from digits.data.submission import read_submission  # noqa: E402
 from digits.jsonfile import write_json  # noqa: E402
 from digits.models.registry import create_model  # noqa: E402
-from digits.predict.predictor import (  # noqa: E402
-    Predictor,
-    for_inference,
-    inference_precision,
-    load_predictor,
-    predict_labels,
-)
-from digits.data.submission import read_submission  # noqa: E402
+from digits.predict.predictor import Member, Predictor, for_inference, inference_precision  # noqa: E402
 from digits.runs import save_model  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
 from digits.train.fit import StepSettings, TensorSet, seed_everything, train_model, train_one_epoch  # noqa: E402
@@ -129,7 +123,7 @@ def table(title: str, contenders: Sequence[Contender], baseline: str | None, uni
 # --- the tutorial MLP --------------------------------------------------------------------
 
 def accuracy_of(model: torch.nn.Module, data: Kaggle) -> float:
-    return float(np.mean(predict_labels(model, data.test.images) == data.answers))
+    return float(np.mean(Predictor.from_model(model).predict(data.test.images) == data.answers))
 
 
 def digits_fit(data: Kaggle) -> Callable[[int], Measurement]:
@@ -263,7 +257,8 @@ def fast_preset(train: DigitSet, test: DigitSet, device: str) -> Callable[[int],
         if torch.cuda.is_available() and device != "cpu":
             torch.cuda.synchronize()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        return Measurement(seconds, float(np.mean(predict_labels(model, test.images) == test.labels)), cpu)
+        labels = Predictor.from_model(model).predict(test.images)
+        return Measurement(seconds, float(np.mean(labels == test.labels)), cpu)
     return run
 
 
@@ -295,7 +290,7 @@ def predict_contenders(name: str, model: torch.nn.Module, data: Kaggle, data_dir
     (``trained_in``: the precision its config.json records, which prediction follows)."""
     save_model(run_dir, model, name, {})
     write_json(run_dir / "config.json", {"train": TrainConfig(model=name, precision=trained_in).to_dict()})
-    predictor = load_predictor(run_dir)
+    predictor = Predictor.open(run_dir)
     predict = [sys.executable, "-m", "digits.cli", "predict", str(run_dir), "--test", str(data_dir / "test.csv"),
                "--out", str(run_dir / "submission.csv"), "--device", "cpu"]
     process_seconds(predict)  # the first run fills the binary CSV cache; users pay that once
@@ -329,8 +324,8 @@ def bench_predict(data: Kaggle, data_dir: Path, args: argparse.Namespace, workdi
     # The best CNN as gpu-best predicts: 15 kaggle-cnn members, each over 5 test-time views,
     # in the precision a bf16-trained member predicts in here.
     precision = inference_precision(workdir / "cnn-bf16")
-    members = [for_inference(create_model("kaggle-cnn")) for _ in range(15)]
-    ensemble = Predictor(members, ["kaggle-cnn"] * 15, tta=True, precisions=[precision] * len(members))
+    members = [Member(for_inference(create_model("kaggle-cnn")), "kaggle-cnn", precision) for _ in range(15)]
+    ensemble = Predictor(members, tta=True)
     first = data.test.images[:1]
     contenders.append(Contender(f"gpu-best ensemble, 15 kaggle-cnn x 5 views ({precision}): one image (in process)",
                                 lambda _: _timed(lambda: ensemble.predict(first), 20)))

@@ -291,7 +291,6 @@ def test_the_served_reader_never_answers_with_non_finite_probabilities(tmp_path,
 
 @pytest.mark.parametrize("ensemble, message", [
     ("{}", "field 'members'"), ('{"members": 3}', "field 'members'"),
-    (None, "serving ensembles is not supported yet: serve one member"),
 ])
 def test_serve_checks_ensemble_json_as_predict_does_and_never_serves_a_damaged_run(tmp_path, ensemble, message):
     from digits.errors import DigitsError

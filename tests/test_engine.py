@@ -14,7 +14,7 @@ from test_hardware import AMX_CPU, AVX2_CPU, H100
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DigitsError, DigitsWarning
 from digits.models.registry import create_model
-from digits.predict.predictor import load_predictor, predict_proba, tta_views
+from digits.predict.predictor import Predictor, predict_proba, tta_views
 from digits.presets import list_presets, load_preset
 from digits.train.augment import random_affine
 from digits.train.config import TrainConfig
@@ -191,7 +191,7 @@ def test_every_preset_runs_on_cpu_for_a_few_batches(tmp_path, digits_800, name):
     spec = EnsembleSpec(config, members=min(preset.members, 2), bagging=preset.bagging)
     metrics = train_ensemble(spec, digits_800.subset(slice(0, 300)), tmp_path / "run")
     assert metrics["members"] == spec.members and len(metrics["member_metrics"]) == spec.members
-    probs = load_predictor(tmp_path / "run").predict_proba(digits_800.images[:10])
+    probs = Predictor.open(tmp_path / "run").predict_proba(digits_800.images[:10])
     assert probs.shape == (10, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
@@ -209,14 +209,14 @@ def test_a_model_trained_in_bf16_predicts_in_bf16_where_the_cpu_computes_it(tmp_
         spec = EnsembleSpec(SMALL.replace(model="lenet5", epochs=1, precision=precision), members=1)
         train_ensemble(spec, digits_800, tmp_path / precision)
     monkeypatch.setattr(predictor, "hardware", lambda device: AMX_CPU)
-    assert load_predictor(tmp_path / "fp32").precisions == ["fp32"]
-    bf16 = load_predictor(tmp_path / "bf16")
+    assert Predictor.open(tmp_path / "fp32").precisions == ["fp32"]
+    bf16 = Predictor.open(tmp_path / "bf16")
     assert bf16.precisions == ["bf16"]
     images = digits_800.images[:400]
     fast, exact = bf16.predict_proba(images), predict_proba(bf16.models[0], images)
     assert np.abs(fast - exact).max() < 0.03 and np.mean(fast.argmax(1) == exact.argmax(1)) >= 0.99
     monkeypatch.setattr(predictor, "hardware", lambda device: AVX2_CPU)  # emulated bf16 is slower
-    assert load_predictor(tmp_path / "bf16").precisions == ["fp32"]
+    assert Predictor.open(tmp_path / "bf16").precisions == ["fp32"]
 
 
 def test_predict_says_which_precision_each_model_read_in(tmp_path, kaggle_dir, cli):
@@ -241,7 +241,7 @@ def test_bagged_members_hold_out_different_rows(digits_800):
 def test_ensemble_prediction_is_the_mean_of_its_members(tmp_path, digits_800):
     spec = EnsembleSpec(SMALL.replace(model="softmax", epochs=1), members=3)
     train_ensemble(spec, digits_800, tmp_path / "run")
-    predictor = load_predictor(tmp_path / "run")
+    predictor = Predictor.open(tmp_path / "run")
     images = digits_800.images[:50]
     members = [predict_proba(m, images) for m in predictor.models]
     assert len(members) == 3 and not np.allclose(members[0], members[1])

@@ -250,21 +250,21 @@ def test_prediction_runs_small_models_on_one_thread_and_restores_the_thread_coun
 
     monkeypatch.setattr(predictor, "use_threads", spy)
     threads = torch.get_num_threads()
-    labels = predictor.predict_labels(create_model("tutorial-mlp"), train.images[:100])
-    predictor.predict_labels(create_model("fast-cnn"), train.images[:1])
+    labels = predictor.predict_proba(create_model("tutorial-mlp"), train.images[:100]).argmax(1)
+    predictor.predict_proba(create_model("fast-cnn"), train.images[:1])
     assert seen == [1, 1] and labels.shape == (100,) and torch.get_num_threads() == threads
     assert not predictor.is_small_mlp(create_model("fast-cnn"))
 
 
 def test_a_loaded_cnn_predicts_channels_last_with_the_probabilities_of_the_saved_model(tmp_path, split):
-    from digits.predict.predictor import load_predictor, predict_proba
+    from digits.predict.predictor import Predictor, predict_proba
 
     train, _ = split
     seed_everything(5)
     cnn = create_model("fast-cnn").eval()
     expected = predict_proba(cnn, train.images[:300])
     save_model(tmp_path, cnn, "fast-cnn", {})
-    predictor = load_predictor(tmp_path)
+    predictor = Predictor.open(tmp_path)
     conv = next(m for m in predictor.models[0].modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     # Other kernels, other rounding: equal to float tolerance, not bit for bit.

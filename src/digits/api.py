@@ -39,7 +39,7 @@ def run_training(plan: TrainConfig | EnsembleSpec, data: DigitSet, run_dir: str 
     its ``RunResult`` (model, history, metrics); a plan of several members trains an ensemble
     and returns an ``EnsembleResult``. ``data_source`` is the file the rows came from, as the
     run records it (default: ``data.origin``); ``resume`` continues one model's run from its last
-    checkpoint (an ensemble resumes by itself: finished members are kept). ``log`` hears one
+    checkpoint, or an ensemble's members (finished ones are kept). ``log`` hears one
     line per ensemble member; ``callbacks`` hear every epoch (of every member, trained in this
     process).
 
@@ -52,7 +52,7 @@ def run_training(plan: TrainConfig | EnsembleSpec, data: DigitSet, run_dir: str 
 
     spec = EnsembleSpec(plan) if isinstance(plan, TrainConfig) else plan
     if spec.members > 1:
-        metrics = train_ensemble(spec, data, run_dir, callbacks, data_source, log=log)
+        metrics = train_ensemble(spec, data, run_dir, callbacks, data_source, log=log, resume=resume)
         return EnsembleResult(Path(run_dir), metrics)
     return train_run(spec.config, data, run_dir, callbacks, data_source, resume=resume)
 
@@ -65,7 +65,8 @@ def open_predictor(run_dir: str | os.PathLike[str], device: str | torch.device =
 
     >>> labels = digits.open_predictor("runs/mine").predict(test.images)  # doctest: +SKIP
     """
-    from digits.predict.predictor import load_predictor
+    from digits.predict.predictor import Predictor
     from digits.train.device import resolve_device
 
-    return load_predictor(run_dir, resolve_device(device) if isinstance(device, str) else device, precision)
+    return Predictor.open(run_dir, resolve_device(device) if isinstance(device, str) else device,
+                          precision=precision)

@@ -56,20 +56,28 @@ def _data(recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe_ensemble(run_dir: Path) -> dict[str, Any]:
+    """The ensemble, or, while ``--members`` jobs still train some, the members that are there."""
+    from digits.runmodels import missing_members
+
     spec = read_json(run_dir / "ensemble.json", ENSEMBLE)
-    metrics = read_json(run_dir / "metrics.json", METRICS)
-    members = [describe_run(run_dir / member) for member in spec["members"]]
+    missing = missing_members(run_dir, spec["members"])
+    metrics = read_json(run_dir / "metrics.json", METRICS) if not missing else {}
+    members = [describe_run(run_dir / member) for i, member in enumerate(spec["members"]) if i not in missing]
     first = members[0]["data"]  # every member holds out as many rows (its own ones when bagging)
+    described = {"bagging": spec["bagging"], "tta": spec["tta"],
+                 "mean_member_val_accuracy": _number(metrics.get("mean_member_val_accuracy")),
+                 "member_runs": members}
+    if missing:
+        described |= {"mean_member_val_accuracy": None,
+                      "missing_members": [spec["members"][i] for i in missing]}
     return {"run_dir": str(run_dir.resolve()), "model": spec["train"]["model"],
             "model_args": spec["train"]["model_args"], "parameters": members[0]["parameters"],
-            "members": len(members), "data": first | {"rows": first["train_rows"] + first["val_rows"]},
-            "config": spec["train"], "hardware": spec.get("environment", {}).get("hardware"),
+            "members": len(spec["members"]),
+            "data": first | {"rows": first["train_rows"] + first["val_rows"]},
+            "config": spec["train"], "hardware": members[0]["hardware"],  # each member records its machine
             "epochs": max(m["epochs"] for m in members),
-            "train_seconds": metrics["train_seconds"], "final": None, "best": None,
-            "files": absolute(run_files(run_dir)),
-            "ensemble": {"bagging": spec["bagging"], "tta": spec["tta"],
-                         "mean_member_val_accuracy": _number(metrics.get("mean_member_val_accuracy")),
-                         "member_runs": members}}
+            "train_seconds": metrics.get("train_seconds", round(sum(m["train_seconds"] for m in members), 3)),
+            "final": None, "best": None, "files": absolute(run_files(run_dir)), "ensemble": described}
 
 
 def label_counts(labels: np.ndarray) -> list[int]:

@@ -7,9 +7,11 @@ count; never a pickle), metrics.json and, when asked, submission.csv.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from digits.version import __version__
 from digits.errors import ModelError, RunError
 from digits.hardware import cpu_info, hardware
 from digits.jsonfile import MODEL_CARD, read_json, write_json
 from digits.models.layers import Classifier
 from digits.models.registry import count_parameters, create_model, get_model_info
+from digits.runmodels import ENSEMBLE_FILE, check_finished, unfinished_run
 from digits.tensorfile import write_tensors
+from digits.version import __version__
 from digits.weightsfile import check_weights_file
 
 MODEL_FORMAT = 1
@@ -106,7 +109,8 @@ def release_run_dirs() -> None:
         os.close(_CLAIMS.popitem()[1])
 
 
-def _lock(fd: int, path: Path) -> None:
+def _lock(fd: int, path: Path,
+          taken: str = "another training is writing into it; choose another --out") -> None:
     try:
         import fcntl
     except ImportError:  # Windows: no flock; the emptiness check alone remains
@@ -114,28 +118,45 @@ def _lock(fd: int, path: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise RunError(f"{path}: another training is writing into it; choose another --out") from None
+        raise RunError(f"{path}: {taken}") from None
 
 
-def unfinished_run(run_dir: str | os.PathLike[str]) -> bool:
-    """Whether ``run_dir`` holds a training that stopped before the end (a checkpoint; a run
-    stopped before its first checkpoint, with its config.json but no model; an ensemble
-    without its final metrics): ``digits train --resume`` continues it."""
-    run_dir = Path(run_dir)
-    if (run_dir / "checkpoint" / "state.json").is_file():
-        return True
-    if (run_dir / "ensemble.json").is_file():
-        return not (run_dir / "metrics.json").is_file()
-    return (run_dir / "config.json").is_file() and not (run_dir / "metrics.json").is_file()
+def open_shared_run_dir(path: str | os.PathLike[str]) -> Path:
+    """The run directory that several ``digits train --members`` jobs write one ensemble
+    into: created by whichever job comes first, and never claimed whole (each job claims only
+    its own members, :func:`claimed_members`). RunError when it holds a run of one model."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunError(f"{path}: exists and is not a folder; choose another --out") from None
+    if (path / "config.json").is_file() and not (path / ENSEMBLE_FILE).is_file():
+        raise RunError(f"{path}: holds a run of one model, not an ensemble; choose another --out")
+    return path
 
 
-def check_finished(run_dir: str | os.PathLike[str]) -> None:
-    """RunError when ``run_dir`` has no final model yet because its training is still going
-    or was interrupted (``model.json: missing`` would not say what to do)."""
-    run_dir = Path(run_dir)
-    if unfinished_run(run_dir) and not (run_dir / "model.json").is_file():
-        raise RunError(f"{run_dir}: still training or interrupted (no model yet); "
-                       f"resume with digits train --resume {run_dir}")
+@contextlib.contextmanager
+def claimed_members(member_dirs: Sequence[Path], fresh: bool) -> Iterator[None]:
+    """Hold a lock on each member folder (created if need be) while this job trains them, so
+    that two jobs given overlapping ``--members`` ranges cannot train one member at once.
+
+    ``fresh``: a new job, so each folder must also be empty: a member another job trained,
+    or began, is refused, not trained again.
+    """
+    overlap = "the --members ranges of one ensemble must not overlap"
+    fds: list[int] = []
+    try:
+        for folder in member_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            fds.append(os.open(folder, os.O_RDONLY))
+            _lock(fds[-1], folder, f"another job is training this member; {overlap}")
+            if fresh and any(folder.iterdir()):
+                raise RunError(f"{folder}: this member is already trained or begun; {overlap} (continue an "
+                               "interrupted job with `digits train --resume RUN_DIR --members START:END`)")
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, Any]:

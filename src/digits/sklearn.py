@@ -182,13 +182,14 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities (n, n_classes), columns in the order of ``classes_``."""
-        from digits.predict.predictor import predict_proba
+        from digits.predict.predictor import Predictor
 
         check_is_fitted(self)
         X = validate_data(self, _flatten_images(X), reset=False, dtype=np.float64)
         if self.n_features_in_ != PIXELS:
             return _feature_proba(self.model_, X)
-        proba = predict_proba(self.model_, _pixels(X))[:, :len(self.classes_)]
+        predictor = Predictor.from_model(self.model_, self.model)
+        proba = predictor.predict_proba(_pixels(X))[:, :len(self.classes_)]
         return proba / proba.sum(axis=1, keepdims=True)  # outputs for labels never seen are dropped
 
     def predict(self, X: Any) -> np.ndarray:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digits.data.kaggle import load_kaggle_csv
-from digits.jsonfile import read_json, write_json
-from digits.predict.predictor import predict_labels
-from digits.predict.scores import check_not_trained_on, record_score
 from digits.data.submission import score_submission, write_submission
+from digits.jsonfile import read_json, write_json
+from digits.predict.predictor import Predictor
+from digits.predict.scores import check_not_trained_on, record_score
 from digits.report.plots import plot_digit_grid
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
@@ -67,7 +67,8 @@ def run_tutorial(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     final = train_run(config.replace(epochs=epochs, val_split=0.0), train, run_dir, callbacks,
                       str(data_dir / "train.csv"))
 
-    submission = write_submission(run_dir / "submission.csv", predict_labels(final.model, test.images))
+    labels = Predictor.open(run_dir, next(final.model.parameters()).device).predict(test.images)
+    submission = write_submission(run_dir / "submission.csv", labels)
     say(f"[5/6] predictions for {len(test)} test digits: {submission}")
     score = _score_if_possible(submission, data_dir, say)
     metrics = read_json(run_dir / "metrics.json")

@@ -69,6 +69,15 @@ seconds = number_type(float, lambda v: 0 < v <= 3600, "seconds between 0 and 360
 count = number_type(int, lambda v: 1 <= v <= 100_000, "a number from 1 to 100000")
 
 
+def member_range(text: str) -> tuple[int, int]:
+    """``START:END`` of ``--members``: only its form here; the range is checked against the
+    ensemble's size once that is known."""
+    start, sep, end = text.partition(":")
+    if not sep or not start.strip().isdigit() or not end.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected START:END, two integers >= 0 (e.g. 0:5), got {text!r}")
+    return int(start), int(end)
+
+
 def key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with a JSON value (``hidden=[512,256]``), or the raw text when it is not JSON."""
     key, sep, raw = text.partition("=")

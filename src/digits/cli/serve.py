@@ -55,10 +55,14 @@ def add_commands(sub: Any) -> None:
     guard.add_argument("--shutdown-timeout", type=seconds, default=defaults.shutdown_timeout_s, metavar="S",
                        help="on SIGTERM or Ctrl-C, requests in progress get S seconds to finish")
 
-    export = sub.add_parser("export", formatter_class=fmt, help="export a run's model (ONNX)")
+    export = sub.add_parser("export", formatter_class=fmt,
+                            help="export a run's model, or its whole ensemble as one graph (ONNX)")
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--format", default="onnx", choices=["onnx"])
     export.add_argument("--out", metavar="FILE", help="output file (default: RUN_DIR/model.onnx)")
+    export.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average five one-pixel shifts of each picture in the graph (default: as the "
+                             "run recorded, like digits predict)")
 
     images = sub.add_parser("predict-image", formatter_class=fmt,
                             help="read the digit in PNG/JPEG files (photos, scans, drawings)")
@@ -86,7 +90,7 @@ def export(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.console import console
     from digits.serve.export import export_onnx
 
-    path = export_onnx(args.run_dir, args.out)
+    path = export_onnx(args.run_dir, args.out, tta=args.tta)
     console.print(f"wrote {path}")
     return 0
 

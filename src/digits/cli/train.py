@@ -16,6 +16,7 @@ from digits.cli.args import (
     data_path,
     fraction,
     key_value,
+    member_range,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -64,6 +65,9 @@ def add_commands(sub: Any) -> None:
     train.add_argument("--bagging", type=fraction, metavar="F",
                        help="each ensemble member holds out its own random fraction F for validation")
     train.add_argument("--workers", type=positive_int, metavar="N", help="ensemble members trained at once")
+    train.add_argument("--members", type=member_range, metavar="START:END",
+                       help="train only the ensemble's members START to END-1 (from 0) into --out, a folder "
+                            "other jobs (machines, a job array) share: each trains its own range")
     train.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<preset or model>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_output_flags(train)
@@ -85,17 +89,46 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
             weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
             early_stopping=args.early_stopping, val_split=args.val_split, seed=args.seed, device=args.device,
             precision=args.precision, compile=args.compile, channels_last=args.channels_last,
-            cuda_graphs=args.cuda_graphs, members=args.ensemble, bagging=args.bagging, workers=args.workers)
+            cuda_graphs=args.cuda_graphs, members=args.ensemble, bagging=args.bagging, workers=args.workers,
+            part=args.members)
+        _check_members(args, plan.members)
         source = data_path(args, "train")
         rows = digits.load_kaggle_csv(source, kind="train")
-        run_dir = make_run_dir(args.out, preset.name if preset else plan.config.model, created)
-        console.print(f"training {plan.config.model} on {len(rows)} rows from {source} into {run_dir}, "
+        if plan.part is not None:  # one job of several: the folder is shared, never removed on failure
+            from digits.runs import open_shared_run_dir
+
+            run_dir = open_shared_run_dir(args.out)
+        else:
+            run_dir = make_run_dir(args.out, preset.name if preset else plan.config.model, created)
+        what = f"members {plan.part[0]}:{plan.part[1]} of {plan.members} " if plan.part else ""
+        console.print(f"training {what}{plan.config.model} on {len(rows)} rows from {source} into {run_dir}, "
                       f"in {plan.config.precision} on {_hardware_of(plan.config.device).describe()}")
         _train_into(plan, rows, run_dir, str(source))
         created.clear()
-    if args.report:
+    if args.report and not _members_missing(run_dir):
         report_on(run_dir)
     return finish(args, "train", lambda: _describe_run(run_dir), run_files(run_dir), f"run directory {run_dir}")
+
+
+def _check_members(args: argparse.Namespace, members: int) -> None:
+    """``--members START:END`` needs an ensemble and the shared ``--out`` folder."""
+    if args.members is None:
+        return
+    if members < 2:
+        raise RunError(f"--members {args.members[0]}:{args.members[1]}: needs an ensemble (--ensemble N, "
+                       "or a preset with members); this trains one model")
+    if not args.out:
+        raise RunError("--members needs --out RUN_DIR: the run directory every job of the ensemble writes into")
+
+
+def _members_missing(run_dir: Path) -> list[int]:
+    """The members of a partial ensemble still to train (other --members jobs' share)."""
+    from digits.jsonfile import ENSEMBLE, read_json
+    from digits.runmodels import ENSEMBLE_FILE, missing_members
+
+    if not (run_dir / ENSEMBLE_FILE).is_file():
+        return []
+    return missing_members(run_dir, read_json(run_dir / ENSEMBLE_FILE, ENSEMBLE)["members"])
 
 
 def _describe_run(run_dir: Path) -> dict[str, Any]:
@@ -118,7 +151,13 @@ def _train_into(plan: Any, rows: Any, run_dir: Path, source: str, resume: bool =
 
     result = digits.run_training(plan, rows, run_dir, [EpochProgress()], source, resume=resume, log=console.print)
     if plan.members > 1:
-        console.print(f"done: {plan.members} members, {result.metrics['train_seconds']:.1f} s of training")
+        metrics = result.metrics
+        if metrics.get("missing"):
+            console.print(f"done: {len(metrics['member_metrics'])} of {plan.members} members, "
+                          f"{metrics['train_seconds']:.1f} s of training; still to train (by other --members "
+                          f"jobs): {', '.join(metrics['missing'])}")
+            return
+        console.print(f"done: {plan.members} members, {metrics['train_seconds']:.1f} s of training")
         return
     for line in _train_summary(result.metrics, plan.config.to_dict(), run_dir, Path(source)):
         console.print(line, soft_wrap=True)
@@ -159,12 +198,14 @@ def _resume(args: argparse.Namespace) -> Path:
         recorded = read_json(run_dir / "ensemble.json", ENSEMBLE)
         config = digits.TrainConfig.from_dict(recorded["train"], f"{run_dir / 'ensemble.json'}: field 'train'")
         plan = EnsembleSpec(config, len(recorded["members"]), recorded.get("bagging") or 0.0,
-                            bool(recorded.get("tta")), args.workers or 1)
+                            bool(recorded.get("tta")), args.workers or 1, part=args.members)
         first = read_json(run_dir / recorded["members"][0] / "config.json", RESUMABLE_CONFIG)
         source = first["data"]["source"]
     else:
         recorded = read_json(run_dir / "config.json", RESUMABLE_CONFIG)
         where = f"{run_dir / 'config.json'}: field 'train'"
+        if args.members is not None:
+            raise RunError(f"--members: {run_dir} is a run of one model, not an ensemble")
         plan = EnsembleSpec(digits.TrainConfig.from_dict(recorded["train"], where))
         source = recorded["data"]["source"]
     if not unfinished_run(run_dir):

@@ -20,9 +20,9 @@ from digits.data.dataset import DigitSet
 from digits.data.identity import PREPARE_FILE, rows_hash
 from digits.data.kaggle import load_kaggle_csv, write_kaggle_csv
 from digits.data.mnist import DownloadHook, Mnist, load_mnist
+from digits.data.submission import write_submission
 from digits.errors import DataError
 from digits.jsonfile import read_json, write_json
-from digits.data.submission import write_submission
 
 N_KAGGLE_TRAIN = 42_000
 STANDARD_FILE = "mnist-standard.npz"

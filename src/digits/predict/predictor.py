@@ -1,19 +1,21 @@
-"""Predictions from a run directory: one model or an ensemble, with optional test-time augmentation."""
+"""Predictions: the Predictor, the one way from a run directory (one model or an ensemble) to
+probabilities, and ``predict_proba``, the batched pass each of its members makes."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from digits.errors import ModelError, RunError
+from digits.errors import ModelError
 from digits.hardware import hardware, use_threads
 from digits.precision import autocast
+from digits.predict.card import RunCard, read_card
 from digits.train.fast_mlp import is_small_mlp
 
 
@@ -28,12 +30,12 @@ def tta_views(pixels: torch.Tensor) -> list[torch.Tensor]:
 def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
                   device: torch.device | str | None = None, tta: bool = False,
                   precision: str = "fp32", progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Class probabilities (N, 10) for uint8 images (N, 28, 28); ``tta`` averages 5 shifted
-    views; ``precision="bf16"`` runs the model under bf16 autocast. ``progress`` hears the
-    number of images done after each batch.
+    """One model's class probabilities (N, 10) for images (N, 28, 28) of pixels 0-255: the pass
+    each member of a :class:`Predictor` makes (open a run directory with the Predictor, not
+    this). ``tta`` averages 5 shifted views; ``precision="bf16"`` runs the model under bf16
+    autocast. ``progress`` hears the number of images done after each batch.
 
-    Batches of 512 stay in the CPU's caches, where larger ones spill out of them
-    (benchmarks/RESULTS.md has the figures)."""
+    Batches of 512 stay in the CPU's caches (benchmarks/RESULTS.md has the figures)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     pixels = torch.from_numpy(np.ascontiguousarray(images))
@@ -70,66 +72,144 @@ def refuse_non_finite_probabilities(proba: np.ndarray) -> np.ndarray:
     return proba
 
 
-def predict_labels(model: nn.Module, images: np.ndarray, **kwargs: object) -> np.ndarray:
-    """The most probable digit for each image, int64 (N,)."""
-    return predict_proba(model, images, **kwargs).argmax(axis=1).astype(np.int64)
+@dataclass(frozen=True)
+class Member:
+    """One model of a Predictor, with the number format it predicts in."""
+
+    model: nn.Module
+    architecture: str
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast)
 
 
-@dataclass
 class Predictor:
-    """The models of a run directory: one, or the members of an ensemble, averaged."""
+    """The one way from trained weights to probabilities: a run's model, or the members of an
+    ensemble averaged, each in its own number format, with optional test-time augmentation.
 
-    models: list[nn.Module]
-    names: list[str]
-    tta: bool = False
-    precisions: list[str] = field(default_factory=list)  # per model: fp32 or bf16; empty: fp32
+    >>> predictor = Predictor.open("runs/20250101-120000-gpu-best")  # doctest: +SKIP
+    >>> predictor.predict(images)                                    # doctest: +SKIP
+    array([2, 0, 9, ...])
+    """
 
-    def predict_proba(self, images: np.ndarray, tta: bool | None = None,
-                      progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Mean of the members' probabilities, (N, 10). ``progress`` hears the images done so
-        far, counted over every member (``len(images) * len(self.models)`` in all)."""
+    def __init__(self, members: Sequence[Member], tta: bool = False, run_dir: Path | None = None) -> None:
+        if not members:
+            raise ModelError("a Predictor needs at least one model")
+        self.members = tuple(members)
+        self.tta = tta              # the default; each call may say otherwise
+        self.run_dir = run_dir      # where the weights came from, if from a run directory
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str], device: torch.device | str = "cpu",
+             tta: bool | None = None, precision: str = "auto") -> Predictor:
+        """The models of ``run_dir``: its one model, or every member of its ensemble.json (a
+        RunError names the members still missing from a partial one).
+
+        ``device``: cpu, cuda, mps or auto. ``tta``: default the run's own setting.
+        ``precision``: ``auto`` predicts each model in the format it trained in where the device
+        computes it natively (see :func:`inference_precision`), else fp32; or ``fp32``/``bf16``."""
+        from digits.runmodels import run_models
+        from digits.runs import load_model
+        from digits.train.device import resolve_device
+
+        device = resolve_device(device) if device == "auto" else torch.device(device)
+        models = run_models(run_dir)
+        members = []
+        for model_dir in models.model_dirs:
+            model, card = load_model(model_dir, device)
+            chosen = inference_precision(model_dir, device) if precision == "auto" else precision
+            members.append(Member(for_inference(model), card.name, chosen))
+        return cls(members, models.tta if tta is None else tta, models.run_dir)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, architecture: str = "", precision: str = "fp32",
+                   tta: bool = False) -> Predictor:
+        """A Predictor over a model in memory (a DigitClassifier's, a notebook's)."""
+        return cls([Member(model, architecture or type(model).__name__, precision)], tta)
+
+    @property
+    def models(self) -> list[nn.Module]:
+        return [m.model for m in self.members]
+
+    @property
+    def names(self) -> list[str]:
+        """Each member's architecture."""
+        return [m.architecture for m in self.members]
+
+    @property
+    def precisions(self) -> list[str]:
+        """The number format each member predicts in."""
+        return [m.precision for m in self.members]
+
+    def member_proba(self, images: np.ndarray, *, rows: Sequence[np.ndarray] | None = None,
+                     tta: bool | None = None,
+                     progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """Each member's probabilities: on every image, or, with ``rows``, member ``i`` on
+        ``images[rows[i]]`` only (the rows it held out, say). ``progress`` hears the images done
+        so far, counted over every member."""
+        pixels = as_pixels(images)
         use_tta = self.tta if tta is None else tta
-        precisions = self.precisions or ["fp32"] * len(self.models)
-        return np.mean([predict_proba(m, images, tta=use_tta, precision=p,
-                                      progress=_offset(progress, i * len(images)))
-                        for i, (m, p) in enumerate(zip(self.models, precisions))], axis=0)
+        indexes = list(rows) if rows is not None else [None] * len(self.members)
+        if len(indexes) != len(self.members):
+            raise ModelError(f"rows for {len(indexes)} members, but the predictor has {len(self.members)}")
+        out, before = [], 0
+        for member, index in zip(self.members, indexes):
+            mine = pixels if index is None else pixels[index]
+            out.append(predict_proba(member.model, mine, tta=use_tta, precision=member.precision,
+                                     progress=_offset(progress, before)))
+            before += len(mine)
+        return out
 
-    def predict(self, images: np.ndarray, tta: bool | None = None,
+    def predict_proba(self, images: np.ndarray, *, tta: bool | None = None,
+                      progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Class probabilities, float32 (N, 10), for pixels 0-255 (uint8 or float) shaped
+        (N, 28, 28) or (N, 784): the mean of the members' probabilities. ``progress`` hears
+        the images done so far, over every member (``len(images) * len(self.members)`` in all)."""
+        return average_members(self.member_proba(images, tta=tta, progress=progress))
+
+    def predict(self, images: np.ndarray, *, tta: bool | None = None,
                 progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """The most probable digit for each image."""
-        return self.predict_proba(images, tta, progress).argmax(axis=1).astype(np.int64)
+        """The most probable digit for each image, int64 (N,)."""
+        return self.predict_proba(images, tta=tta, progress=progress).argmax(axis=1).astype(np.int64)
+
+    def card(self) -> RunCard:
+        """The model card of the run this Predictor was opened on: kind, members (architecture,
+        parameters, recorded accuracy, the precision each predicts in) and weights version."""
+        if self.run_dir is None:
+            raise ModelError("a Predictor made from a model in memory has no run directory, so no card")
+        return read_card(self.run_dir, self.precisions, self.tta)
+
+
+def average_members(probas: Sequence[np.ndarray], rows: Sequence[np.ndarray] | None = None,
+                    count: int | None = None) -> np.ndarray:
+    """The ensemble's probabilities, float32 (N, 10): the mean of its members'. With ``rows``
+    (member ``i`` predicted ``rows[i]`` of ``count`` images), each image's mean over the
+    members that predicted it."""
+    if rows is None:
+        return np.mean(probas, axis=0)
+    total = np.zeros((count or 0, probas[0].shape[1] if probas else 10), np.float64)
+    votes = np.zeros(len(total), np.int64)
+    for proba, index in zip(probas, rows):
+        total[index] += proba
+        votes[index] += 1
+    return (total / np.maximum(votes, 1)[:, None]).astype(np.float32)
+
+
+def as_pixels(images: np.ndarray) -> np.ndarray:
+    """``images`` as (N, 28, 28) pixels 0-255: uint8 kept as it is, floats as float32."""
+    images = np.asarray(images)
+    if images.shape[1:] not in ((28, 28), (784,)):
+        raise ModelError(f"expected images shaped (N, 28, 28) or (N, 784), got {images.shape}")
+    dtype = np.uint8 if images.dtype == np.uint8 else np.float32
+    return np.ascontiguousarray(images.reshape(-1, 28, 28), dtype=dtype)
 
 
 def _offset(progress: Callable[[int], None] | None, before: int) -> Callable[[int], None] | None:
     return None if progress is None else (lambda done: progress(before + done))
 
 
-def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu",
-                   precision: str = "auto") -> Predictor:
-    """A Predictor for ``run_dir``: its model, or every member listed in ensemble.json.
-
-    ``precision``: ``auto`` predicts each model in the precision it trained in where the
-    device computes it natively (see ``inference_precision``), else fp32; or ``fp32``/``bf16``."""
-    from digits.jsonfile import ENSEMBLE, read_json
-    from digits.runs import check_finished, load_model
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: no such run directory")
-    check_finished(run_dir)  # an ensemble still training: named as a whole, not by its member
-    tta, dirs = False, [run_dir]
-    if (run_dir / "ensemble.json").is_file():
-        spec = read_json(run_dir / "ensemble.json", ENSEMBLE)
-        tta, dirs = bool(spec.get("tta")), [run_dir / member for member in spec["members"]]
-    loaded = [load_model(d, device) for d in dirs]
-    precisions = [inference_precision(d, device) if precision == "auto" else precision for d in dirs]
-    return Predictor([for_inference(m) for m, _ in loaded], [c.name for _, c in loaded], tta, precisions)
-
-
 def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> str:
     """The number format to predict with: the one the model trained in (its config.json), when
     the device computes it natively; else fp32. A model trained under bf16 autocast reads the
-    same digits in bf16 (28,000 of 28,000 for kaggle-cnn)."""
+    same digits in bf16 as in fp32, faster."""
     from digits.jsonfile import TRAIN, Optional, read_json
 
     config = Path(run_dir) / "config.json"
@@ -143,8 +223,7 @@ def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | 
 def for_inference(model: nn.Module) -> nn.Module:
     """``model`` laid out for fast prediction, in place: on the CPU, a network with
     convolutions goes channels-last, where oneDNN's NHWC convolution and max-pool kernels
-    are the faster ones (same labels; the probabilities differ by under 1e-6;
-    benchmarks/RESULTS.md has the figures)."""
+    are faster (same labels; the probabilities differ by under 1e-6)."""
     params = list(model.parameters())
     on_cpu = bool(params) and params[0].device.type == "cpu"
     if on_cpu and any(isinstance(m, nn.Conv2d) for m in model.modules()):

@@ -95,7 +95,7 @@ def load_preset(name: str) -> Preset:
 def training_plan(preset: str | os.PathLike[str] | Preset | None = None, *,
                   model_args: Mapping[str, Any] | None = None, augment: Mapping[str, Any] | None = None,
                   members: int | None = None, bagging: float | None = None, workers: int | None = None,
-                  **settings: Any) -> EnsembleSpec:
+                  part: tuple[int, int] | None = None, **settings: Any) -> EnsembleSpec:
     """What a run trains: ``preset`` (a name, a .toml file, a ``Preset``; None: the defaults of
     ``TrainConfig``) resolved for the hardware it will run on, with ``settings`` on top.
 
@@ -104,7 +104,8 @@ def training_plan(preset: str | os.PathLike[str] | Preset | None = None, *,
     preset's); then ``settings`` (any ``TrainConfig`` field; ``None`` keeps the preset's), the
     ``model_args`` and ``augment`` entries added to the preset's (a different model starts its
     arguments afresh); last, the number format is resolved for that hardware. ``members``,
-    ``bagging`` and ``workers`` replace the preset's ``[ensemble]`` ones. An unknown model,
+    ``bagging`` and ``workers`` replace the preset's ``[ensemble]`` ones; ``part`` (start, end) makes
+    the plan one job of several, training only members start to end-1 (``--members``). An unknown model,
     model argument or setting fails here, before any work.
 
     >>> plan = training_plan("fast", device="cpu", epochs=2)      # doctest: +SKIP
@@ -133,7 +134,7 @@ def training_plan(preset: str | os.PathLike[str] | Preset | None = None, *,
     ensemble = preset or Preset("", "", "", config)  # no preset: one member, no bagging, no TTA
     return EnsembleSpec(config, members=members or ensemble.members,
                         bagging=ensemble.bagging if bagging is None else bagging, tta=ensemble.tta,
-                        workers=workers or ensemble.workers)
+                        workers=workers or ensemble.workers, part=part)
 
 
 DEVICE_TABLES = ("cpu", "cuda", "mps")

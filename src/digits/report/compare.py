@@ -16,13 +16,13 @@ from pathlib import Path
 
 from rich.table import Table
 
-from digits.version import __version__
 from digits.atomic import write_bytes, write_text
 from digits.errors import RunError
 from digits.report import html, numbers
 from digits.report.plots import compare_curves_figure, png_bytes
 from digits.report.record import RunRecord, read_run
 from digits.train.history import History
+from digits.version import __version__
 
 COMPARE_FILE = "compare.html"
 CURVES_FILE = "val-curves.png"

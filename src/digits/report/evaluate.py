@@ -9,9 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from digits.predict.predictor import for_inference, inference_precision, predict_proba
+from digits.predict.predictor import Predictor, average_members
 from digits.report.heldout import HeldOut
-from digits.runs import load_model
 
 CLASSES = 10
 
@@ -44,27 +43,19 @@ class Evaluation:
 
 def evaluate(held_out: HeldOut, tta: bool = False, device: torch.device | str = "cpu",
              progress: Callable[[int, int], None] | None = None) -> Evaluation:
-    """Predict ``held_out`` with its models; an ensemble averages its members' probabilities
-    (out-of-bag: for each row, only those of the members that held it out). ``progress`` hears
-    (images done, images in all, over every model) after each batch."""
+    """Predict ``held_out`` with the run's Predictor; an ensemble averages its members'
+    probabilities (out-of-bag: for each row, only those of the members that held it out).
+    ``progress`` hears (images done, images in all, over every model) after each batch."""
     images, labels = held_out.data.images, held_out.data.require_labels()
-    rows = held_out.member_rows or (None,) * len(held_out.model_dirs)
-    total = np.zeros((len(images), CLASSES), np.float64)
-    votes = np.zeros(len(images), np.int64)
-    accuracies = []
-    indexes = [np.arange(len(images)) if mine is None else mine for mine in rows]
-    in_all, before = sum(len(i) for i in indexes), 0
-    for model_dir, index in zip(held_out.model_dirs, indexes):
-        model = for_inference(load_model(model_dir, device)[0])
-        hear = None if progress is None else (lambda done, before=before: progress(before + done, in_all))
-        proba = predict_proba(model, images[index], tta=tta, precision=inference_precision(model_dir, device),
-                              progress=hear)
-        before += len(index)
-        total[index] += proba
-        votes[index] += 1
-        accuracies.append(float(np.mean(proba.argmax(axis=1) == labels[index])))
-    proba = (total / np.maximum(votes, 1)[:, None]).astype(np.float32)
-    return Evaluation(held_out, proba, tuple(accuracies) if len(held_out.model_dirs) > 1 else ())
+    predictor = Predictor.open(held_out.run_dir, device, tta=tta)
+    rows = held_out.member_rows
+    in_all = sum(len(r) for r in rows) if rows is not None else len(images) * len(predictor.members)
+    hear = None if progress is None else (lambda done: progress(done, in_all))
+    probas = predictor.member_proba(images, rows=rows, progress=hear)
+    proba = average_members(probas, rows, len(images))
+    mine = rows if rows is not None else [slice(None)] * len(probas)
+    accuracies = tuple(float(np.mean(p.argmax(axis=1) == labels[r])) for p, r in zip(probas, mine))
+    return Evaluation(held_out, proba, accuracies if len(probas) > 1 else ())
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:

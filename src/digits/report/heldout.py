@@ -15,8 +15,8 @@ import numpy as np
 
 from digits.data.dataset import DigitSet
 from digits.data.kaggle import load_kaggle_csv
-from digits.errors import DigitsError
 from digits.data.submission import read_submission
+from digits.errors import DigitsError
 from digits.report.record import RunRecord
 from digits.train.ensemble import bagged_rows
 
@@ -28,21 +28,20 @@ class HeldOut:
     kind: str                      # "test", "validation" or "out-of-bag"
     description: str               # what the page says about them
     data: DigitSet
-    model_dirs: tuple[Path, ...]   # one model, or an ensemble's members
+    run_dir: Path                  # the run whose Predictor reads them: one model, or an ensemble
     member_rows: tuple[np.ndarray, ...] | None = None  # out-of-bag: the rows each member held out
 
 
 def find_held_out(record: RunRecord) -> HeldOut | str:
     """The rows to evaluate ``record`` on, or the reason there are none."""
-    dirs = tuple(m.path for m in record.members) or (record.path,)
-    test = _scored_test_set(record, dirs)
+    test = _scored_test_set(record)
     if test is not None:
         return test
     if record.kind == "tutorial":
         found = find_held_out(record.explore)
         if isinstance(found, HeldOut):
             return HeldOut(found.kind, f"{found.description}, predicted by the tutorial's validation run "
-                           "(its final model trained on these rows too)", found.data, found.model_dirs)
+                           "(its final model trained on these rows too)", found.data, found.run_dir)
         return found
     full = _training_file(record)
     if isinstance(full, str):
@@ -56,10 +55,10 @@ def find_held_out(record: RunRecord) -> HeldOut | str:
              f"the last {float(record.config.get('val_split', 0)) * 100:g}%")
     who = ", predicted by every member with their probabilities averaged" if record.members else ""
     return HeldOut("validation", f"validation rows: {which} of {full.origin} ({len(own):,} rows), "
-                   f"held out from training{who}", own, dirs)
+                   f"held out from training{who}", own, record.path)
 
 
-def _scored_test_set(record: RunRecord, dirs: tuple[Path, ...]) -> HeldOut | None:
+def _scored_test_set(record: RunRecord) -> HeldOut | None:
     score = record.score or {}
     if "solution" not in score:
         return None
@@ -75,7 +74,7 @@ def _scored_test_set(record: RunRecord, dirs: tuple[Path, ...]) -> HeldOut | Non
     if len(labels) != len(images):
         return None
     return HeldOut("test", f"the scored test set: {test_file} ({len(images):,} rows), "
-                   f"answers from {solution}", DigitSet(images, labels, str(test_file)), dirs)
+                   f"answers from {solution}", DigitSet(images, labels, str(test_file)), record.path)
 
 
 def _training_file(record: RunRecord) -> DigitSet | str:
@@ -124,5 +123,4 @@ def _out_of_bag(record: RunRecord, full: DigitSet) -> HeldOut | str:
     positions = tuple(np.searchsorted(union, rows) for rows in member_rows)
     return HeldOut("out-of-bag", f"out-of-bag rows of {full.origin}: the {len(union):,} rows that at least "
                    f"one member held out ({record.bagging * 100:g}% each), every row predicted only by the "
-                   "members that did not train on it", full.subset(union),
-                   tuple(m.path for m in record.members), positions)
+                   "members that did not train on it", full.subset(union), record.path, positions)

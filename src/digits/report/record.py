@@ -16,6 +16,7 @@ from typing import Any
 from digits.errors import RunError
 from digits.jsonfile import CONFIG, ENSEMBLE, METRICS, read_json
 from digits.predict.scores import read_score
+from digits.runmodels import require_members
 from digits.train.history import History
 
 
@@ -144,6 +145,7 @@ def _as_tutorial(final: RunRecord, explore: RunRecord) -> RunRecord:
 
 def _read_ensemble(path: Path) -> RunRecord:
     spec = read_json(path / "ensemble.json", ENSEMBLE)  # lists at least one member
+    require_members(path, spec["members"])  # a partial ensemble names the members it still lacks
     metrics = _finished_metrics(path)
     bagging = float(spec.get("bagging") or 0.0)
     members = tuple(_read_single(path / member, bagging) for member in spec["members"])
@@ -155,4 +157,4 @@ def _read_ensemble(path: Path) -> RunRecord:
                      float(metrics.get("train_seconds") or sum(m.train_seconds for m in members)), metrics,
                      curves, members=members, bagging=bagging,
                      tta=bool(spec.get("tta")), score=read_score(path),
-                     environment=dict(spec.get("environment", {})))
+                     environment=dict(spec.get("environment") or members[0].environment))

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digits.version import __version__
 from digits.atomic import output_kind, write_bytes, write_text
 from digits.errors import OutputError, RunError
 from digits.report import html, numbers
@@ -36,6 +35,7 @@ from digits.report.plots import (
 )
 from digits.report.record import RunRecord, read_run
 from digits.train.run import no_held_out_note
+from digits.version import __version__
 
 REPORT_FOLDER = "report"
 REPORT_FILE = "report.html"

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digits.errors import ServeError
 from digits.serve.settings import AccessLogFormat
+
 ANSWERED = "digits.answered"  # set in the scope by the connection guard when it answered for the app
 CLIENT_GONE = 499
 

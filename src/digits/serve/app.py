@@ -21,17 +21,22 @@ from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
-from digits.version import __version__
 from digits.errors import InputError
 from digits.serve import schemas
 from digits.serve.accesslog import CLIENT_GONE, AccessLogMiddleware
 from digits.serve.docs import add_docs
 from digits.serve.inputs import Pictures, form_files, media_type, pictures_from_files, pictures_from_json
-from digits.serve.middleware import (BodyLimitMiddleware, HeadAsGetMiddleware, HostCheckMiddleware,
-                                     RequestLimitMiddleware, SecurityHeadersMiddleware)
+from digits.serve.middleware import (
+    BodyLimitMiddleware,
+    HeadAsGetMiddleware,
+    HostCheckMiddleware,
+    RequestLimitMiddleware,
+    SecurityHeadersMiddleware,
+)
 from digits.serve.preprocess import Limits, decode_image
 from digits.serve.reader import DigitReader
 from digits.serve.settings import MAX_REQUESTS, AccessLogFormat
+from digits.version import __version__
 
 STATIC = Path(__file__).parent / "static"
 WORKERS = 4  # requests decoded and predicted at once; more only queue for the same 2-8 cores

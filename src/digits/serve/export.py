@@ -1,7 +1,9 @@
-"""ONNX export: a run's model as model.onnx, uint8 pixels (N, 28, 28) in, probabilities out.
+"""ONNX export: a run's model, or its whole ensemble, as model.onnx: uint8 pixels (N, 28, 28)
+in, probabilities out.
 
-Scaling and normalisation are inside the model (``Classifier``), and the softmax is added
-here, so an ONNX consumer feeds raw pixels and reads probabilities with no other code.
+Scaling and normalisation are inside each model (``Classifier``); the softmax, the average over
+an ensemble's members and the optional test-time views are added here, so an ONNX consumer
+feeds raw pixels and reads probabilities with no other code.
 """
 
 from __future__ import annotations
@@ -16,41 +18,55 @@ from torch import nn
 
 from digits.atomic import atomic_path
 from digits.errors import ServeError
-from digits.runs import load_model
-from digits.serve.runtime import ONNX_FILE, ONNX_SOURCE_KEY, model_version
+from digits.predict.card import model_version
+from digits.predict.predictor import Predictor, tta_views
+from digits.serve.runtime import ONNX_FILE, ONNX_SOURCE_KEY, ONNX_TTA_KEY
 
 OPSET = 17  # onnxruntime >= 1.14 runs it; no op we need is newer
 FORMATS = ("onnx",)
 
 
-class _Probabilities(nn.Module):
-    """The classifier followed by a softmax over its 10 logits."""
+class _Averaged(nn.Module):
+    """The members' softmax probabilities, averaged over the members (and, with ``tta``, over
+    each image's five views): what ``Predictor.predict_proba`` computes, as one graph."""
 
-    def __init__(self, classifier: nn.Module) -> None:
+    def __init__(self, members: list[nn.Module], tta: bool) -> None:
         super().__init__()
-        self.classifier = classifier
+        self.members = nn.ModuleList(members)
+        self.tta = tta
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.classifier(pixels).float(), dim=1)  # (N, 10)
+        views = tta_views(pixels) if self.tta else [pixels]
+        probs = [torch.softmax(member(view).float(), dim=1) for member in self.members for view in views]
+        return torch.stack(probs).mean(dim=0)  # (N, 10)
 
 
-def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
-    """Write the model of ``run_dir`` as ONNX (default ``RUN_DIR/model.onnx``), atomically.
+def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+                tta: bool | None = None) -> Path:
+    """Write the model of ``run_dir`` as ONNX (default ``RUN_DIR/model.onnx``), atomically: one
+    graph, uint8 pixels (N, 28, 28) in, probabilities (N, 10) out; an ensemble's graph averages
+    its members. ``tta``: average the five shifted views too (default: what the run recorded).
 
     The file records the weights' version in its metadata, so the ONNX runtime can refuse
     an export that no longer matches the run's weights.
     """
-    model, _card = load_model(run_dir, "cpu")
+    predictor = Predictor.open(run_dir, "cpu", tta=tta, precision="fp32")  # ONNX Runtime computes in fp32
     target = Path(out) if out is not None else Path(run_dir) / ONNX_FILE
-    wrapped = _Probabilities(model).eval()
+    # Contiguous (NCHW) weights: the layout for_inference chose for PyTorch's CPU kernels is
+    # not one the exporter needs.
+    members = [m.model.to(memory_format=torch.contiguous_format) for m in predictor.members]
+    wrapped = _Averaged(members, predictor.tta).eval()
     example = torch.zeros(2, 28, 28, dtype=torch.uint8)
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, chosen on purpose below
+        # The shifted views' slices have a step the exporter cannot fold; they run as they are.
+        warnings.filterwarnings("ignore", "Constant folding", UserWarning)
         torch.onnx.export(wrapped, (example,), str(tmp), input_names=["pixels"],
                           output_names=["probabilities"], opset_version=OPSET,
                           dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
                           **_legacy_exporter())
-        _add_metadata(tmp, {ONNX_SOURCE_KEY: model_version(run_dir)})
+        _add_metadata(tmp, {ONNX_SOURCE_KEY: model_version(run_dir),
+                            ONNX_TTA_KEY: "true" if predictor.tta else "false"})
     return target
 
 

@@ -46,9 +46,9 @@ class DigitReader:
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str], runtime: str = "torch") -> DigitReader:
-        """Load the model of ``run_dir`` on ``runtime`` ("torch" or "onnx")."""
-        summary = summarize(run_dir, runtime)  # fails fast on a bad run directory
-        return cls(load_runtime(run_dir, runtime), summary)
+        """Load the model (or ensemble) of ``run_dir`` on ``runtime`` ("torch" or "onnx")."""
+        loaded = load_runtime(run_dir, runtime)  # a run that cannot predict is refused here, in one line
+        return cls(loaded, summarize(loaded))
 
     def read(self, pictures: Sequence[np.ndarray], preprocess: bool = True) -> list[Reading]:
         """Read grayscale pictures (H, W) 0-255; with ``preprocess=False`` they must be

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -37,13 +37,29 @@ class Health(BaseModel):
     runtime: str
 
 
-class ModelCardOut(BaseModel):
+class MemberOut(BaseModel):
+    """One model of the served run: for an ensemble, one member."""
+
+    name: str = Field(description="its folder in the run directory ('members/01'; '.' for one model)")
     architecture: str
     args: dict[str, Any]
     parameters: int
+    accuracy: float | None = Field(description="accuracy it recorded on held-out digits")
+    accuracy_source: str | None = Field(description="'test' or 'validation'")
+    precision: str = Field(description="the number format it predicts in: fp32, bf16 or fp16")
+
+
+class ModelCardOut(BaseModel):
+    kind: Literal["single", "ensemble"] = Field(description="one model, or an ensemble averaging its members")
+    architecture: str = Field(description="the members' architecture ('mixed' when they differ)")
+    args: dict[str, Any]
+    parameters: int = Field(description="of every member together")
     version: str
     accuracy: float | None = Field(description="accuracy measured on held-out digits")
-    accuracy_source: str | None = Field(description="'test' or 'validation'")
+    accuracy_source: str | None = Field(description="'test' or 'validation'; for an ensemble without "
+                                        "a test score, \"members' validation\": their mean")
+    tta: bool = Field(description="whether predictions average five one-pixel shifts of each picture")
+    members: list[MemberOut]
     runtime: str
     limits: dict[str, int]
 

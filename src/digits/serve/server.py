@@ -46,7 +46,7 @@ def run_server(run_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: i
     app = create_app(reader, limits, allowed_hosts=answered_hosts(host, allowed_hosts),
                      max_requests=connections.max_requests, access_log=logger,
                      access_log_format=access_log_format)
-    sys.stderr.write(f"digits: serving {reader.summary.architecture} ({reader.summary.version}, "
+    sys.stderr.write(f"digits: serving {reader.summary.what} ({reader.summary.version}, "
                      f"{runtime}) on http://{_url_host(host)}:{port}/\n")
     uvicorn.run(app, host=host, port=port, http=protocol_factory(connections), ws="none",
                 timeout_keep_alive=connections.keep_alive_s,  # type: ignore[arg-type]  # a float is fine

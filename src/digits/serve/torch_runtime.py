@@ -1,4 +1,4 @@
-"""The PyTorch runtime: the run's own weights through the library's predictor."""
+"""The PyTorch runtime: the run's own weights through the library's Predictor."""
 
 from __future__ import annotations
 
@@ -6,17 +6,22 @@ import os
 
 import numpy as np
 
-from digits.predict.predictor import predict_proba
-from digits.runs import load_model
+from digits.predict.card import RunCard
+from digits.predict.predictor import Predictor
 
 
 class TorchRuntime:
-    """The model of a run directory on the CPU, as ``digits predict`` runs it."""
+    """The model (or ensemble) of a run directory on the CPU, as ``digits predict`` runs it:
+    each member in the number format it trained in where the CPU computes it natively, with
+    the test-time augmentation the run recorded."""
 
     name = "torch"
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
-        self.model, self.card = load_model(run_dir, "cpu")
+        self.predictor = Predictor.open(run_dir, "cpu")
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        return predict_proba(self.model, np.ascontiguousarray(images, dtype=np.uint8), device="cpu")
+        return self.predictor.predict_proba(np.ascontiguousarray(images, dtype=np.uint8))
+
+    def card(self) -> RunCard:
+        return self.predictor.card()

@@ -8,7 +8,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-
 # At strength 1, the largest jitter a digit stays readable under (a search space's "augment" knob).
 MAX_ROTATION, MAX_ZOOM, MAX_SHIFT = 15.0, 0.15, 3 / 28
 

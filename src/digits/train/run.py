@@ -25,7 +25,6 @@ from digits.train.device import resolve_config, resolve_device
 from digits.train.fit import checkpoint_folder, train_model
 from digits.train.history import History
 
-
 TRAINING_ROWS = "training_rows.npy"  # sorted 8-byte hashes of every image trained or validated on
 
 

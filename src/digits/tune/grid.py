@@ -18,9 +18,9 @@ import torch
 
 from digits.data.dataset import DigitSet
 from digits.errors import DigitsError, did_you_mean
+from digits.hardware import use_threads
 from digits.models.layers import Classifier
 from digits.models.registry import create_model
-from digits.hardware import use_threads
 from digits.train.history import History
 from digits.tune.batched_mlp import MlpStack, Stream, resolve_precision, train_stack
 

@@ -83,11 +83,11 @@ def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec:
                 test: DigitSet | None, seed: int) -> tuple[dict[str, Path], float | None]:
     """The refit's run directory and the best cell as a preset; the files and the score."""
     from digits.data.identity import data_record, write_fingerprint
+    from digits.data.submission import score_submission, write_submission
     from digits.jsonfile import write_json
     from digits.output import run_files
+    from digits.predict.predictor import Predictor
     from digits.predict.scores import check_not_trained_on
-    from digits.predict.predictor import predict_labels
-    from digits.data.submission import score_submission, write_submission
     from digits.presets import write_preset
     from digits.report.plots import plot_learning_curves
     from digits.runs import environment, save_model
@@ -108,7 +108,8 @@ def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec:
                           f"about {best.mean:.4f} on held-out rows ({spec.folds}-fold cross-validation)")
     score = None
     if test is not None:
-        submission = write_submission(run_dir / "submission.csv", predict_labels(model, test.images))
+        labels = Predictor.from_model(model, "tutorial-mlp").predict(test.images)
+        submission = write_submission(run_dir / "submission.csv", labels)
         solution = Path(test.origin).parent / "solution.csv"
         if solution.is_file():
             check_not_trained_on(submission, solution, test=test.origin)

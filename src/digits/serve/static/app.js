@@ -179,7 +179,19 @@ async function loadCard() {
   try {
     const card = await (await fetch("/api/model")).json();
     const args = Object.entries(card.args || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ");
-    document.getElementById("card-model").textContent = args ? `${card.architecture} (${args})` : card.architecture;
+    const model = args ? `${card.architecture} (${args})` : card.architecture;
+    const members = card.members || [];
+    const ensemble = card.kind === "ensemble";
+    document.getElementById("card-model").textContent =
+      (ensemble ? `ensemble of ${members.length} × ${model}` : model) + (card.tta ? ", test-time shifts" : "");
+    const list = document.getElementById("card-members");
+    list.replaceChildren(...members.map((m) => {
+      const line = document.createElement("div");
+      const measured = m.accuracy === null ? "not measured" : `${(m.accuracy * 100).toFixed(2)}% ${m.accuracy_source}`;
+      line.textContent = `${m.name}: ${m.parameters.toLocaleString("en")} parameters, ${measured}, ${m.precision}`;
+      return line;
+    }));
+    list.hidden = document.getElementById("card-members-label").hidden = !ensemble;
     document.getElementById("card-parameters").textContent = card.parameters.toLocaleString("en");
     document.getElementById("card-accuracy-label").textContent =
       card.accuracy_source ? `${card.accuracy_source} accuracy` : "accuracy";
