@@ -13,8 +13,8 @@ from helpers import FIXTURES
 
 from digits.data import kaggle
 from digits.data.kaggle import load_kaggle_csv
-from digits.errors import DataError, SubmissionError
 from digits.data.submission import read_submission
+from digits.errors import DataError, SubmissionError
 
 BOM = "\ufeff".encode()
 

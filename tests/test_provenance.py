@@ -12,8 +12,8 @@ from helpers import FIXTURES
 
 from digits.data.identity import rows_hash
 from digits.data.kaggle import load_kaggle_csv, write_kaggle_csv
-from digits.jsonfile import write_json
 from digits.data.submission import write_submission
+from digits.jsonfile import write_json
 
 
 def _leaky_folder(folder, train_rows: int = 300):

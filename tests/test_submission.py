@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from helpers import FIXTURES
 
-from digits.errors import SubmissionError
 from digits.data.submission import read_submission, score_submission, write_submission
+from digits.errors import SubmissionError
 
 
 def _solution_labels() -> np.ndarray:
