@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", metavar="RUN_DIR")
     _add_data_flags(predict, "test")
     predict.add_argument("--out", metavar="CSV", help="submission file (default: RUN_DIR/submission.csv)")
+    predict.add_argument("--probabilities", metavar="CSV",
+                         help="also write each image's calibrated probabilities, label and verdict "
+                              "(answered, unsure, not a digit): ImageId,p0..p9,label,verdict")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     predict.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average over 1-pixel shifts")

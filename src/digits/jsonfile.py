@@ -192,3 +192,6 @@ ENSEMBLE: dict[str, Spec] = {  # ensemble.json
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` (any JSON value) as indented JSON, atomically."""
     return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+CALIBRATION: dict[str, Spec] = {  # calibration.json (digits.predict.calibration)
+    "temperature": float, "unsure_below": float, "source": str, "measured": Optional(dict),
+    "not_a_digit": Optional({"network": str, "above": float})}

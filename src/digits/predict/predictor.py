@@ -14,6 +14,7 @@ from torch import nn
 from digits.errors import ModelError, RunError
 from digits.hardware import hardware, use_threads
 from digits.precision import autocast
+from digits.predict.calibration import Calibration, load_calibration
 from digits.train.fast_mlp import is_small_mlp
 
 
@@ -77,22 +78,28 @@ def predict_labels(model: nn.Module, images: np.ndarray, **kwargs: object) -> np
 
 @dataclass
 class Predictor:
-    """The models of a run directory: one, or the members of an ensemble, averaged."""
+    """The models of a run directory: one, or the members of an ensemble, averaged; each
+    member's probabilities calibrated by its own calibration.json, then the average by the
+    ensemble's (none fitted: temperature 1)."""
 
     models: list[nn.Module]
     names: list[str]
     tta: bool = False
     precisions: list[str] = field(default_factory=list)  # per model: fp32 or bf16; empty: fp32
+    member_calibrations: list[Calibration] = field(default_factory=list)  # per model; empty: none
+    calibration: Calibration = field(default_factory=Calibration)  # of the whole: its unsure threshold
 
     def predict_proba(self, images: np.ndarray, tta: bool | None = None,
                       progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Mean of the members' probabilities, (N, 10). ``progress`` hears the images done so
-        far, counted over every member (``len(images) * len(self.models)`` in all)."""
+        """Mean of the members' calibrated probabilities, calibrated, (N, 10). ``progress`` hears
+        the images done so far, counted over every member (``len(images) * len(self.models)`` in all)."""
         use_tta = self.tta if tta is None else tta
         precisions = self.precisions or ["fp32"] * len(self.models)
-        return np.mean([predict_proba(m, images, tta=use_tta, precision=p,
-                                      progress=_offset(progress, i * len(images)))
-                        for i, (m, p) in enumerate(zip(self.models, precisions))], axis=0)
+        calibrations = self.member_calibrations or [Calibration()] * len(self.models)
+        mean = np.mean([c.apply(predict_proba(m, images, tta=use_tta, precision=p,
+                                              progress=_offset(progress, i * len(images))))
+                        for i, (m, p, c) in enumerate(zip(self.models, precisions, calibrations))], axis=0)
+        return mean if len(self.models) == 1 else self.calibration.apply(mean)
 
     def predict(self, images: np.ndarray, tta: bool | None = None,
                 progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -123,7 +130,10 @@ def load_predictor(run_dir: str | os.PathLike[str], device: torch.device | str =
         tta, dirs = bool(spec.get("tta")), [run_dir / member for member in spec["members"]]
     loaded = [load_model(d, device) for d in dirs]
     precisions = [inference_precision(d, device) if precision == "auto" else precision for d in dirs]
-    return Predictor([for_inference(m) for m, _ in loaded], [c.name for _, c in loaded], tta, precisions)
+    members = [load_calibration(d) for d in dirs]
+    whole = members[0] if dirs == [run_dir] else load_calibration(run_dir)
+    return Predictor([for_inference(m) for m, _ in loaded], [c.name for _, c in loaded], tta, precisions,
+                     members, whole)
 
 
 def inference_precision(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> str:

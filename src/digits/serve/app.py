@@ -86,7 +86,7 @@ def create_app(reader: DigitReader, limits: Limits | None = None, *,
     async def model() -> dict[str, Any]:
         limits_out = {"max_body_bytes": limits.max_body_bytes, "max_pixels": limits.max_pixels,
                       "max_side": limits.max_side, "max_batch": limits.max_batch}
-        return {**reader.summary.to_dict(), "limits": limits_out}
+        return {**reader.summary.to_dict(), "limits": limits_out, "calibration": reader.calibration.describe()}
 
     @app.post("/api/predict", response_model=schemas.Prediction | schemas.BatchPrediction,
               responses=ERRORS, openapi_extra={"requestBody": schemas.PREDICT_BODY})

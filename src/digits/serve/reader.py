@@ -10,18 +10,22 @@ from typing import Any
 import numpy as np
 
 from digits.errors import InputError, ModelError
+from digits.predict.calibration import Calibration, load_calibration
+from digits.predict.verdict import Decision, decide
 from digits.serve.preprocess import SIZE, PreparedDigit, prepare_digit
 from digits.serve.runtime import ModelSummary, Runtime, load_runtime, summarize
 
 
 @dataclass(frozen=True)
 class Reading:
-    """What the model read in one picture. ``label`` and ``probabilities`` are None when
-    the picture holds no digit (blank or near-blank): no guess is made then."""
+    """What the model read in one picture. ``label`` is None when the picture holds no digit
+    (``decision.verdict`` "not a digit"); ``probabilities`` (calibrated) are None when it is
+    blank or near-blank: no guess is made then."""
 
     label: int | None
     probabilities: list[float] | None
     image: np.ndarray  # uint8 (28, 28): what the model saw
+    decision: Decision | None = None
 
     @property
     def found(self) -> bool:
@@ -30,8 +34,12 @@ class Reading:
     def to_dict(self, with_image: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "digit_found": self.found,
                                "probabilities": self.probabilities}
+        if self.decision is not None:
+            out.update(verdict=self.decision.verdict, candidates=list(self.decision.candidates),
+                       confidence=self.decision.confidence)
         if not self.found:
-            out["message"] = "no digit: the picture is blank or nearly blank"
+            out["message"] = ("not a digit: the picture is blank or nearly blank" if self.probabilities is None
+                              else "not a digit: it does not look like a handwritten digit")
         if with_image:
             out["image"] = self.image.tolist()
         return out
@@ -40,15 +48,17 @@ class Reading:
 class DigitReader:
     """A served model: its card and its runtime. Thread-safe: both runtimes are."""
 
-    def __init__(self, runtime: Runtime, summary: ModelSummary) -> None:
+    def __init__(self, runtime: Runtime, summary: ModelSummary, calibration: Calibration | None = None) -> None:
         self.runtime = runtime
         self.summary = summary
+        self.calibration = calibration or Calibration()
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str], runtime: str = "torch") -> DigitReader:
-        """Load the model of ``run_dir`` on ``runtime`` ("torch" or "onnx")."""
+        """Load the model of ``run_dir`` on ``runtime`` ("torch" or "onnx"), with its calibration."""
         summary = summarize(run_dir, runtime)  # fails fast on a bad run directory
-        return cls(load_runtime(run_dir, runtime), summary)
+        calibration = load_calibration(run_dir)
+        return cls(load_runtime(run_dir, runtime), summary, calibration)
 
     def read(self, pictures: Sequence[np.ndarray], preprocess: bool = True) -> list[Reading]:
         """Read grayscale pictures (H, W) 0-255; with ``preprocess=False`` they must be
@@ -59,14 +69,17 @@ class DigitReader:
                          if found else np.zeros((0, 10), np.float32))
         if not np.isfinite(probabilities).all():  # either runtime: never answer with NaN
             raise ModelError("the model computed NaN/inf probabilities; its weights are unusable")
+        probabilities = self.calibration.apply(probabilities)
+        decisions = iter(decide(probabilities, np.stack([p.image for p in found]) if found else
+                                np.zeros((0, SIZE, SIZE), np.uint8), self.calibration))
         rows = iter(probabilities)
         readings = []
         for p in prepared:
             if p.found:
-                row = next(rows)
-                readings.append(Reading(int(row.argmax()), [round(float(v), 6) for v in row], p.image))
+                row, decision = next(rows), next(decisions)
+                readings.append(Reading(decision.label, [round(float(v), 6) for v in row], p.image, decision))
             else:
-                readings.append(Reading(None, None, p.image))
+                readings.append(Reading(None, None, p.image, Decision("not a digit", None, None, ())))
         return readings
 
 

@@ -46,6 +46,13 @@ def bagged_rows(rows: int, bagging: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
+def held_out_rows(rows: int, bagging: float, seed: int, val_split: float) -> np.ndarray:
+    """Sorted row numbers one member validates on: its bagged hold-out, or the last rows."""
+    if bagging:
+        return bagged_rows(rows, bagging, seed)[1]
+    return np.arange(int(rows * (1.0 - val_split)), rows)  # as DigitSet.split_last cuts
+
+
 def member_split(data: DigitSet, bagging: float, seed: int, val_split: float) -> tuple[DigitSet, DigitSet]:
     """(train, validation) for one member: a seeded random hold-out, or the last rows."""
     if not bagging:
@@ -106,6 +113,10 @@ def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLik
     if val_accs:
         metrics["mean_member_val_accuracy"] = float(np.mean(val_accs))
     write_json(run_dir / "metrics.json", metrics)
+    from digits.predict.verdict import calibrate_ensemble  # on the rows the members held out
+
+    calibrate_ensemble(run_dir, data, [held_out_rows(len(data), spec.bagging, c.seed, c.val_split)
+                                       for c in configs])
     return metrics
 
 

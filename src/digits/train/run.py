@@ -84,6 +84,9 @@ def train_run(config: TrainConfig, data: DigitSet, run_dir: str | os.PathLike[st
         metrics["best_val_accuracy"] = max(history.column("val_accuracy"))
         metrics["best_val_accuracy_epoch"] = history.best_epoch("val_accuracy", "max")
     write_json(run_dir / "metrics.json", metrics)
+    from digits.predict.verdict import calibrate_run  # the run's own validation rows, never test rows
+
+    calibrate_run(run_dir, model, val)
     shutil.rmtree(checkpoint_folder(run_dir), ignore_errors=True)
     return RunResult(run_dir, model, history, metrics)
 

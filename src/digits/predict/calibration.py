@@ -1,0 +1,215 @@
+"""Calibrated confidence: a temperature fitted on a run's validation rows, the expected
+calibration error, reliability-diagram bins, and the confidence below which an answer is unsure.
+
+A run's ``calibration.json`` holds what was fitted; :func:`load_calibration` reads it (a run
+without one gets temperature 1 and :data:`DEFAULT_UNSURE_BELOW`, and says so). The
+temperature acts on probabilities, not logits: ``softmax(log(p) / T)`` equals
+``softmax(z / T)`` for one model (log-softmax only shifts the logits), and it applies as well
+to what has no logits any more: an ensemble's average, test-time augmentation's average, the
+ONNX export's softmax output. Nothing here imports torch at module level, so the ONNX server
+can calibrate without it; only the fitting does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digits.errors import DataError
+
+CALIBRATION_FILE = "calibration.json"
+ECE_BINS = 15                 # the standard choice (Guo et al. 2017; Naeini et al. 2015)
+FLAG_RATE = 0.008             # share of validation digits flagged in all: clean test digits must stay under 1%
+DEFAULT_UNSURE_BELOW = 0.5    # an uncalibrated run: unsure only when no digit has half the probability
+MIN_FIT_ROWS = 100            # fewer validation rows than this fit nothing worth keeping
+FLOOR = 1e-12                 # log(0) guard: a probability that underflowed still orders the classes
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a run's probabilities are calibrated and when its answers are unsure.
+
+    ``temperature`` divides the log-probabilities; ``unsure_below``: a calibrated top
+    probability under it marks the answer unsure; ``source`` says where these came from
+    ("validation", "default" for a run without calibration.json); ``measured`` holds what the
+    fit measured on its rows (rows, ECE and NLL before and after, the share flagged);
+    ``not_a_digit`` the fitted rejection rule of :mod:`digits.predict.verdict`, if any.
+    """
+
+    temperature: float = 1.0
+    unsure_below: float = DEFAULT_UNSURE_BELOW
+    source: str = "default"
+    measured: dict[str, Any] = field(default_factory=dict)
+    not_a_digit: dict[str, Any] | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.source != "default"
+
+    def apply(self, proba: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, 10), float32, for probabilities (N, 10)."""
+        return temper(proba, self.temperature)
+
+    def describe(self) -> str:
+        """One line for a model card: what calibrates this run's answers."""
+        if not self.fitted:
+            return (f"not calibrated (no {CALIBRATION_FILE}: an older run, or no validation rows); "
+                    f"temperature 1, unsure below {self.unsure_below:.2f}")
+        rows = self.measured.get("rows")
+        ece = self.measured.get("ece")
+        on = f" on {rows:,} {self.source} rows" if isinstance(rows, int) else f" on {self.source} rows"
+        after = f", ECE {ece * 100:.2f}%" if isinstance(ece, (int, float)) else ""
+        return f"temperature {self.temperature:.3f} fitted{on}{after}; unsure below {self.unsure_below:.3f}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"temperature": self.temperature, "unsure_below": self.unsure_below,
+                               "source": self.source, "measured": self.measured}
+        if self.not_a_digit is not None:
+            out["not_a_digit"] = self.not_a_digit
+        return out
+
+
+def temper(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log(proba) / temperature)`` row by row, float32."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if temperature == 1.0:
+        return proba.astype(np.float32)
+    z = np.log(np.maximum(proba, FLOOR)) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def fit_temperature(proba: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of ``labels`` under
+    ``temper(proba, T)``; searched over log T so it stays positive (torch's L-BFGS, float64)."""
+    import torch
+
+    logp = torch.from_numpy(np.log(np.maximum(np.asarray(proba, np.float64), FLOOR)))
+    target = torch.from_numpy(np.asarray(labels, np.int64))
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, tolerance_grad=1e-10,
+                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logp / log_t.exp(), target)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    # Clamped: a handful of rows all right (or all wrong) would drive T to 0 or infinity.
+    return float(min(max(math.exp(float(log_t)), 0.05), 20.0))
+
+
+def nll(proba: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of ``labels``."""
+    picked = np.asarray(proba, np.float64)[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.maximum(picked, FLOOR)))) if len(labels) else float("nan")
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One bin of a reliability diagram: rows whose top probability lies in [low, high)."""
+
+    low: float
+    high: float
+    count: int
+    confidence: float  # mean top probability of the bin's rows (NaN when empty)
+    accuracy: float    # share of them answered right (NaN when empty)
+
+
+def reliability_bins(proba: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[ReliabilityBin]:
+    """Equal-width bins of the top probability over [0, 1] (the last one closed)."""
+    proba = np.asarray(proba, np.float64)
+    confidence, right = proba.max(axis=1), proba.argmax(axis=1) == np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mine = which == b
+        n = int(mine.sum())
+        out.append(ReliabilityBin(float(edges[b]), float(edges[b + 1]), n,
+                                  float(confidence[mine].mean()) if n else float("nan"),
+                                  float(right[mine].mean()) if n else float("nan")))
+    return out
+
+
+def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the mean over bins of |accuracy - confidence|, weighted by the bin's share of rows."""
+    found = reliability_bins(proba, labels, bins)
+    total = sum(b.count for b in found)
+    if not total:
+        return float("nan")
+    return float(sum(b.count / total * abs(b.accuracy - b.confidence) for b in found if b.count))
+
+
+def unsure_threshold(proba: np.ndarray, rate: float = FLAG_RATE) -> float:
+    """The calibrated top probability below which about ``rate`` of these rows fall."""
+    confidence = np.sort(np.asarray(proba, np.float64).max(axis=1))
+    if not len(confidence):
+        return DEFAULT_UNSURE_BELOW
+    k = int(math.floor(rate * len(confidence)))  # flag the k least confident rows, no more
+    # Between the k-th and (k+1)-th lowest: rows tied at the cut are answered, never flagged.
+    return float(confidence[k]) if k < len(confidence) else float(confidence[-1]) + 1e-9
+
+
+def fit_calibration(proba: np.ndarray, labels: np.ndarray, source: str = "validation",
+                    rate: float = FLAG_RATE) -> Calibration:
+    """Fit a temperature and the unsure threshold on held-out ``proba`` (N, 10) and their ``labels``.
+
+    The threshold flags about ``rate`` of the rows as unsure. DataError when there are too
+    few rows to fit on."""
+    labels = np.asarray(labels, np.int64)
+    if len(labels) < MIN_FIT_ROWS:
+        raise DataError(f"{len(labels)} {source} rows: calibration needs at least {MIN_FIT_ROWS}")
+    temperature = fit_temperature(proba, labels)
+    calibrated = temper(proba, temperature)
+    measured = {"rows": int(len(labels)), "accuracy": round(float(np.mean(calibrated.argmax(1) == labels)), 6),
+                "ece_before": _round(expected_calibration_error(proba, labels)),
+                "ece": _round(expected_calibration_error(calibrated, labels)),
+                "nll_before": _round(nll(proba, labels)), "nll": _round(nll(calibrated, labels))}
+    threshold = unsure_threshold(calibrated, rate)
+    measured["unsure_rate"] = _round(float(np.mean(calibrated.max(1) < threshold)))
+    return Calibration(temperature, threshold, source, measured)
+
+
+def _round(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 6)
+
+
+def load_calibration(run_dir: str | os.PathLike[str]) -> Calibration:
+    """The run's calibration.json, checked; the default (temperature 1) when it has none."""
+    from digits.jsonfile import CALIBRATION, read_json
+
+    path = Path(run_dir) / CALIBRATION_FILE
+    if not path.is_file() and not path.is_symlink():
+        return Calibration()
+    data = read_json(path, CALIBRATION)
+    from digits.errors import RunError
+
+    temperature, below = float(data["temperature"]), float(data["unsure_below"])
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise RunError(f"{path}: field 'temperature' should be a positive number, found {temperature!r}")
+    if not 0.0 <= below <= 1.0 + 1e-6:
+        raise RunError(f"{path}: field 'unsure_below' should be a probability in [0, 1], found {below!r}")
+    return Calibration(temperature, below, data["source"], dict(data.get("measured") or {}),
+                       data.get("not_a_digit"))
+
+
+def save_calibration(run_dir: str | os.PathLike[str], calibration: Calibration) -> Path:
+    """Write ``calibration`` as the run's calibration.json, atomically."""
+    from digits.jsonfile import write_json
+
+    return write_json(Path(run_dir) / CALIBRATION_FILE, calibration.to_dict())
+
+
+def with_threshold(calibration: Calibration, unsure_below: float, rate: float) -> Calibration:
+    """``calibration`` with another unsure threshold, and the share of rows it flags recorded."""
+    return replace(calibration, unsure_below=unsure_below,
+                   measured={**calibration.measured, "unsure_rate": round(rate, 6)})

@@ -1,0 +1,167 @@
+"""Answered, unsure, or not a digit: what to say about one input, from its calibrated
+probabilities and the 28x28 image itself.
+
+- **not a digit**: a blank or near-blank picture (nothing to read), or one the not-a-digit
+  network (:mod:`digits.predict.rejector`) scores above the run's threshold: letters,
+  scribbles, noise. The classifier's confidence cannot tell these: it reads a crossed-lines
+  scribble as an 8 as surely as it reads a real 8.
+- **unsure**: a digit, but the calibrated top probability is under the run's threshold;
+  the answer names the two most probable digits ("4 or 9?").
+- **answered**: the digit and its calibrated probability.
+
+Both thresholds are chosen on the run's validation rows (:func:`fit_verdicts`), so that
+together they flag about ``FLAG_RATE`` of them: clean digits stay answered.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from digits.predict.calibration import (
+    FLAG_RATE,
+    MIN_FIT_ROWS,
+    Calibration,
+    fit_calibration,
+    save_calibration,
+)
+from digits.predict.rejector import Rejector, load_rejector
+
+Verdict = Literal["answered", "unsure", "not a digit"]
+VERDICTS: tuple[Verdict, ...] = ("answered", "unsure", "not a digit")
+REJECT_SHARE = 0.4  # of the flag budget, the share the not-a-digit threshold may spend on real digits
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to say about one input. ``label``: the answer (answered), the most probable digit
+    (unsure), or None (not a digit); ``candidates``: the digits worth naming, most probable first."""
+
+    verdict: Verdict
+    label: int | None
+    confidence: float | None
+    candidates: tuple[int, ...]
+
+    def text(self) -> str:
+        """As a person would say it: "4 (p=0.998)", "4 or 9? (unsure)", "not a digit"."""
+        if self.verdict == "not a digit":
+            return "not a digit"
+        if self.verdict == "unsure":
+            return f"{self.candidates[0]} or {self.candidates[1]}? (unsure)"
+        return f"{self.label} (p={self.confidence:.3f})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "label": self.label, "confidence": self.confidence,
+                "candidates": list(self.candidates)}
+
+
+def not_a_digit_above(calibration: Calibration, rejector: Rejector) -> float:
+    """The run's threshold on the not-a-digit logit; the network's own default when the run
+    chose none or chose it for another version of the network."""
+    chosen = calibration.not_a_digit or {}
+    if chosen.get("network") == rejector.version and isinstance(chosen.get("above"), (int, float)):
+        return float(chosen["above"])
+    return rejector.default_above
+
+
+def decide(proba: np.ndarray, images: np.ndarray, calibration: Calibration,
+           found: np.ndarray | None = None, rejector: Rejector | None = None) -> list[Decision]:
+    """The decision for each input: ``proba`` calibrated (N, 10); ``images`` uint8 (N, 28, 28),
+    what the model saw; ``found`` False where preprocessing found no ink worth reading
+    (default: any ink at all)."""
+    rejector = rejector or load_rejector()
+    images = np.asarray(images).reshape(-1, 28, 28)
+    found = images.reshape(len(images), -1).any(axis=1) if found is None else np.asarray(found, bool)
+    rejected = (rejector.score(images) > not_a_digit_above(calibration, rejector)) | ~found
+    order = np.argsort(-np.asarray(proba), axis=1, kind="stable")
+    out = []
+    for i, row in enumerate(np.asarray(proba)):
+        top, second = int(order[i, 0]), int(order[i, 1])
+        confidence = round(float(row[top]), 6)
+        if rejected[i]:
+            out.append(Decision("not a digit", None, confidence if found[i] else None, ()))
+        elif row[top] < calibration.unsure_below:
+            out.append(Decision("unsure", top, confidence, (top, second)))
+        else:
+            out.append(Decision("answered", top, confidence, (top,)))
+    return out
+
+
+def fit_verdicts(calibration: Calibration, images: np.ndarray, calibrated: np.ndarray,
+                 rate: float = FLAG_RATE, rejector: Rejector | None = None) -> Calibration:
+    """``calibration`` with both thresholds chosen on validation rows (``images`` and their
+    ``calibrated`` probabilities): the not-a-digit logit flags at most ``REJECT_SHARE`` of
+    ``rate`` of them, and the unsure threshold flags the rest of ``rate`` among those left."""
+    rejector = rejector or load_rejector()
+    scores = np.sort(rejector.score(images))[::-1]
+    allowed = int(REJECT_SHARE * rate * len(scores))
+    # Never below the network's own threshold: a few validation rows cannot make it stricter
+    # than its held-out digits did, only more lenient where this run's digits differ.
+    above = max(float(scores[allowed]) if allowed < len(scores) else float(scores[-1]), rejector.default_above)
+    rejected = rejector.score(images) > above
+    confidence = np.asarray(calibrated).max(axis=1)
+    left = np.sort(confidence[~rejected])
+    budget = int(rate * len(confidence)) - int(rejected.sum())
+    below = float(left[budget]) if 0 <= budget < len(left) else (float(left[0]) if len(left) else 0.5)
+    flagged = rejected | (confidence < below)
+    measured = {**calibration.measured, "unsure_rate": round(float(np.mean(~rejected & (confidence < below))), 6),
+                "not_a_digit_rate": round(float(rejected.mean()), 6),
+                "flagged_rate": round(float(flagged.mean()), 6)}
+    return replace(calibration, unsure_below=below, measured=measured,
+                   not_a_digit={"network": rejector.version, "above": round(above, 6)})
+
+
+def calibrate_held_out(run_dir: str | os.PathLike[str], images: np.ndarray, labels: np.ndarray,
+                       proba: np.ndarray, source: str = "validation") -> Calibration | None:
+    """Fit and write ``run_dir``'s calibration.json from held-out rows and the run's
+    uncalibrated probabilities on them; None (and nothing written) when there are fewer than
+    ``MIN_FIT_ROWS`` rows: the run then answers uncalibrated, and says so."""
+    if len(labels) < MIN_FIT_ROWS:
+        return None
+    calibration = fit_calibration(proba, labels, source)
+    calibration = fit_verdicts(calibration, images, calibration.apply(proba))
+    save_calibration(Path(run_dir), calibration)
+    return calibration
+
+
+def calibrate_run(run_dir: str | os.PathLike[str], model: Any, validation: Any) -> Calibration | None:
+    """Calibrate a freshly trained run on its validation rows (a labelled DigitSet): the one
+    call at the end of training. None when it has too few of them (see :func:`calibrate_held_out`)."""
+    from digits.predict.predictor import inference_precision, predict_proba
+
+    if validation.labels is None or len(validation) < MIN_FIT_ROWS:
+        return None
+    device = next(model.parameters()).device
+    proba = predict_proba(model, validation.images, precision=inference_precision(run_dir, device))
+    return calibrate_held_out(run_dir, validation.images, validation.labels, proba)
+
+
+def calibrate_ensemble(run_dir: str | os.PathLike[str], data: Any, member_rows: list[np.ndarray]) -> \
+        Calibration | None:
+    """Calibrate an ensemble whose members are calibrated already: a temperature for the
+    average of their calibrated probabilities (averaging, and test-time augmentation, make it
+    less sure than its members), and its thresholds. ``member_rows``: the rows of ``data`` each
+    member held out. Every row is predicted only by the members that held it out: all of them
+    when they share one validation split; for a bagged ensemble, its out-of-bag members, a
+    smaller committee than the whole (a conservative stand-in for it)."""
+    from digits.predict.predictor import load_predictor, predict_proba
+
+    union = np.unique(np.concatenate(member_rows)) if member_rows else np.zeros(0, np.int64)
+    if data.labels is None or len(union) < MIN_FIT_ROWS:
+        return None
+    predictor = load_predictor(run_dir)
+    total = np.zeros((len(union), 10), np.float64)
+    votes = np.zeros(len(union), np.int64)
+    for model, precision, calibration, rows in zip(predictor.models, predictor.precisions,
+                                                   predictor.member_calibrations, member_rows):
+        at = np.searchsorted(union, rows)
+        total[at] += calibration.apply(predict_proba(model, data.images[rows], tta=predictor.tta,
+                                                     precision=precision))
+        votes[at] += 1
+    shared = all(len(r) == len(union) for r in member_rows)
+    return calibrate_held_out(run_dir, data.images[union], data.labels[union], total / votes[:, None],
+                              "validation" if shared else "out-of-bag")
