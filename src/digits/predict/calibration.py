@@ -103,8 +103,9 @@ def fit_temperature(proba: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     optimizer.step(closure)
+    log_t = log_t.detach()
     # Clamped: a handful of rows all right (or all wrong) would drive T to 0 or infinity.
-    return float(min(max(math.exp(float(log_t)), 0.05), 20.0))
+    return float(min(max(math.exp(log_t.item()), 0.05), 20.0))
 
 
 def nll(proba: np.ndarray, labels: np.ndarray) -> float:

@@ -38,7 +38,7 @@ class Reading:
             out.update(verdict=self.decision.verdict, candidates=list(self.decision.candidates),
                        confidence=self.decision.confidence)
         if not self.found:
-            out["message"] = ("not a digit: the picture is blank or nearly blank" if self.probabilities is None
+            out["message"] = ("no digit: the picture is blank or nearly blank" if self.probabilities is None
                               else "not a digit: it does not look like a handwritten digit")
         if with_image:
             out["image"] = self.image.tolist()
