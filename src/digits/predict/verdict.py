@@ -75,7 +75,7 @@ def decide(proba: np.ndarray, images: np.ndarray, calibration: Calibration,
     (default: any ink at all)."""
     rejector = rejector or load_rejector()
     images = np.asarray(images).reshape(-1, 28, 28)
-    found = images.reshape(len(images), -1).any(axis=1) if found is None else np.asarray(found, bool)
+    found = images.reshape(len(images), 784).any(axis=1) if found is None else np.asarray(found, bool)
     rejected = (rejector.score(images) > not_a_digit_above(calibration, rejector)) | ~found
     order = np.argsort(-np.asarray(proba), axis=1, kind="stable")
     out = []
