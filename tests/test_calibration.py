@@ -124,3 +124,13 @@ def test_training_fits_the_temperature_on_the_validation_rows_and_writes_calibra
     assert calibration.measured["flagged_rate"] <= 0.01
     assert calibration.not_a_digit["above"] is not None
     assert "fitted on 100 validation rows" in calibration.describe()
+
+
+def test_the_report_shows_a_reliability_diagram_and_the_ece_of_the_calibrated_probabilities(trained):
+    from digits.report import write_report
+
+    page = write_report(trained).read_text()
+    assert '<section id="calibration">' in page
+    assert "Expected calibration error (15 bins) on the validation rows: " in page
+    assert "fitted on these very rows" in page  # an in-sample figure is named as one
+    assert (trained / "report" / "reliability.png").stat().st_size > 5_000

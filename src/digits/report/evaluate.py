@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from digits.predict.calibration import load_calibration
 from digits.predict.predictor import for_inference, inference_precision, predict_proba
 from digits.report.heldout import HeldOut
 from digits.runs import load_model
@@ -44,7 +45,8 @@ class Evaluation:
 
 def evaluate(held_out: HeldOut, tta: bool = False, device: torch.device | str = "cpu",
              progress: Callable[[int, int], None] | None = None) -> Evaluation:
-    """Predict ``held_out`` with its models; an ensemble averages its members' probabilities
+    """Predict ``held_out`` with its models, each calibrated by its calibration.json; an
+    ensemble averages its members' calibrated probabilities
     (out-of-bag: for each row, only those of the members that held it out). ``progress`` hears
     (images done, images in all, over every model) after each batch."""
     images, labels = held_out.data.images, held_out.data.require_labels()
@@ -57,8 +59,9 @@ def evaluate(held_out: HeldOut, tta: bool = False, device: torch.device | str = 
     for model_dir, index in zip(held_out.model_dirs, indexes):
         model = for_inference(load_model(model_dir, device)[0])
         hear = None if progress is None else (lambda done, before=before: progress(before + done, in_all))
-        proba = predict_proba(model, images[index], tta=tta, precision=inference_precision(model_dir, device),
-                              progress=hear)
+        proba = load_calibration(model_dir).apply(  # calibrated, as digits predict and the API answer
+            predict_proba(model, images[index], tta=tta, precision=inference_precision(model_dir, device),
+                          progress=hear))
         before += len(index)
         total[index] += proba
         votes[index] += 1
