@@ -6,21 +6,20 @@ without one gets temperature 1 and :data:`DEFAULT_UNSURE_BELOW`, and says so). T
 temperature acts on probabilities, not logits: ``softmax(log(p) / T)`` equals
 ``softmax(z / T)`` for one model (log-softmax only shifts the logits), and it applies as well
 to what has no logits any more: an ensemble's average, test-time augmentation's average, the
-ONNX export's softmax output. Nothing here imports torch at module level, so the ONNX server
-can calibrate without it; only the fitting does.
+ONNX export's softmax output. numpy only: the ONNX server calibrates without torch.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from digits.errors import DataError
+from digits.errors import DataError, RunError
 
 CALIBRATION_FILE = "calibration.json"
 ECE_BINS = 15                 # the standard choice (Guo et al. 2017; Naeini et al. 2015)
@@ -200,8 +199,6 @@ def load_calibration(run_dir: str | os.PathLike[str]) -> Calibration:
     if not path.is_file() and not path.is_symlink():
         return Calibration()
     data = read_json(path, CALIBRATION)
-    from digits.errors import RunError
-
     temperature, below = float(data["temperature"]), float(data["unsure_below"])
     if not (math.isfinite(temperature) and temperature > 0):
         raise RunError(f"{path}: field 'temperature' should be a positive number, found {temperature!r}")
@@ -217,8 +214,3 @@ def save_calibration(run_dir: str | os.PathLike[str], calibration: Calibration) 
 
     return write_json(Path(run_dir) / CALIBRATION_FILE, calibration.to_dict())
 
-
-def with_threshold(calibration: Calibration, unsure_below: float, rate: float) -> Calibration:
-    """``calibration`` with another unsure threshold, and the share of rows it flags recorded."""
-    return replace(calibration, unsure_below=unsure_below,
-                   measured={**calibration.measured, "unsure_rate": round(rate, 6)})
