@@ -3,10 +3,7 @@ preprocessing: letters in Debian's fonts, scribbles of crossed lines, noise, bla
 near-blank canvases. ``benchmarks/calibration.py`` measures how many get "not a digit" or
 "unsure".
 
-These generators are the *test* ones. The not-a-digit network (``digits.serve.notdigit_fit``)
-was fitted on other generators: letters in the Liberation fonts only (these use every other
-font), connected polylines (these are independent straight lines) and blob noise (these are
-pixel noise), so the figure is not one of memorised negatives.
+These generators are test ones: nothing in training or in choosing a threshold may use them.
 
     python benchmarks/nondigits.py --show out.png   # a picture of a few of each
 """

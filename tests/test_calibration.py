@@ -86,8 +86,7 @@ def test_too_few_rows_to_fit_on_is_a_one_line_data_error():
 
 
 def test_calibration_json_round_trips_and_a_damaged_one_names_the_file_and_field(tmp_path):
-    fitted = Calibration(0.42, 0.61, "validation", {"rows": 2100, "ece": 0.005},
-                         {"network": "notdigit-abc", "above": 1.5})
+    fitted = Calibration(0.42, 0.61, "validation", {"rows": 2100, "ece": 0.005})
     save_calibration(tmp_path, fitted)
     assert load_calibration(tmp_path) == fitted
     assert [p.name for p in tmp_path.iterdir()] == [CALIBRATION_FILE]  # written atomically: no temporary left
@@ -122,7 +121,6 @@ def test_training_fits_the_temperature_on_the_validation_rows_and_writes_calibra
     assert calibration.measured["rows"] == config["data"]["val_rows"] == 100
     assert 0.05 <= calibration.temperature <= 20
     assert calibration.measured["flagged_rate"] <= 0.01
-    assert calibration.not_a_digit["above"] is not None
     assert "fitted on 100 validation rows" in calibration.describe()
 
 

@@ -193,5 +193,4 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` (any JSON value) as indented JSON, atomically."""
     return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 CALIBRATION: dict[str, Spec] = {  # calibration.json (digits.predict.calibration)
-    "temperature": float, "unsure_below": float, "source": str, "measured": Optional(dict),
-    "not_a_digit": Optional({"network": str, "above": float})}
+    "temperature": float, "unsure_below": float, "source": str, "measured": Optional(dict)}

@@ -36,15 +36,13 @@ class Calibration:
     ``temperature`` divides the log-probabilities; ``unsure_below``: a calibrated top
     probability under it marks the answer unsure; ``source`` says where these came from
     ("validation", "default" for a run without calibration.json); ``measured`` holds what the
-    fit measured on its rows (rows, ECE and NLL before and after, the share flagged);
-    ``not_a_digit`` the fitted rejection rule of :mod:`digits.predict.verdict`, if any.
+    fit measured on its rows (rows, ECE and NLL before and after, the share flagged).
     """
 
     temperature: float = 1.0
     unsure_below: float = DEFAULT_UNSURE_BELOW
     source: str = "default"
     measured: dict[str, Any] = field(default_factory=dict)
-    not_a_digit: dict[str, Any] | None = None
 
     @property
     def fitted(self) -> bool:
@@ -68,8 +66,6 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"temperature": self.temperature, "unsure_below": self.unsure_below,
                                "source": self.source, "measured": self.measured}
-        if self.not_a_digit is not None:
-            out["not_a_digit"] = self.not_a_digit
         return out
 
 
@@ -178,7 +174,7 @@ def fit_calibration(proba: np.ndarray, labels: np.ndarray, source: str = "valida
         raise DataError(f"{len(labels)} {source} rows: calibration needs at least {MIN_FIT_ROWS}")
     temperature = fit_temperature(proba, labels)
     calibrated = temper(proba, temperature)
-    measured = {"rows": int(len(labels)), "accuracy": round(float(np.mean(calibrated.argmax(1) == labels)), 6),
+    measured = {"rows": len(labels), "accuracy": round(float(np.mean(calibrated.argmax(1) == labels)), 6),
                 "ece_before": _round(expected_calibration_error(proba, labels)),
                 "ece": _round(expected_calibration_error(calibrated, labels)),
                 "nll_before": _round(nll(proba, labels)), "nll": _round(nll(calibrated, labels))}
@@ -204,8 +200,7 @@ def load_calibration(run_dir: str | os.PathLike[str]) -> Calibration:
         raise RunError(f"{path}: field 'temperature' should be a positive number, found {temperature!r}")
     if not 0.0 <= below <= 1.0 + 1e-6:
         raise RunError(f"{path}: field 'unsure_below' should be a probability in [0, 1], found {below!r}")
-    return Calibration(temperature, below, data["source"], dict(data.get("measured") or {}),
-                       data.get("not_a_digit"))
+    return Calibration(temperature, below, data["source"], dict(data.get("measured") or {}))
 
 
 def save_calibration(run_dir: str | os.PathLike[str], calibration: Calibration) -> Path:

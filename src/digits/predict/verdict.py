@@ -1,16 +1,16 @@
 """Answered, unsure, or not a digit: what to say about one input, from its calibrated
 probabilities and the 28x28 image itself.
 
-- **not a digit**: a blank or near-blank picture (nothing to read), or one the not-a-digit
-  network (:mod:`digits.predict.rejector`) scores above the run's threshold: letters,
-  scribbles, noise. The classifier's confidence cannot tell these: it reads a crossed-lines
-  scribble as an 8 as surely as it reads a real 8.
+- **not a digit**: a blank or near-blank picture: the preprocessing found no ink worth reading.
+  (Letters and scribbles are not caught here yet: the classifier's calibrated confidence flags
+  some as unsure, but a rejection signal that knows them needs fitting per run, from the run's
+  own training rows; see benchmarks/RESULTS.md for the share caught.)
 - **unsure**: a digit, but the calibrated top probability is under the run's threshold;
   the answer names the two most probable digits ("4 or 9?").
 - **answered**: the digit and its calibrated probability.
 
-Both thresholds are chosen on the run's validation rows (:func:`fit_verdicts`), so that
-together they flag about ``FLAG_RATE`` of them: clean digits stay answered.
+The unsure threshold is chosen on the run's validation rows (:func:`fit_verdicts`), so that it
+flags about ``FLAG_RATE`` of them: clean digits stay answered.
 """
 
 from __future__ import annotations
@@ -29,11 +29,9 @@ from digits.predict.calibration import (
     fit_calibration,
     save_calibration,
 )
-from digits.predict.rejector import Rejector, load_rejector
 
 Verdict = Literal["answered", "unsure", "not a digit"]
 VERDICTS: tuple[Verdict, ...] = ("answered", "unsure", "not a digit")
-REJECT_SHARE = 0.4  # of the flag budget, the share the not-a-digit threshold may spend on real digits
 
 
 @dataclass(frozen=True)
@@ -59,24 +57,14 @@ class Decision:
                 "candidates": list(self.candidates)}
 
 
-def not_a_digit_above(calibration: Calibration, rejector: Rejector) -> float:
-    """The run's threshold on the not-a-digit logit; the network's own default when the run
-    chose none or chose it for another version of the network."""
-    chosen = calibration.not_a_digit or {}
-    if chosen.get("network") == rejector.version and isinstance(chosen.get("above"), (int, float)):
-        return float(chosen["above"])
-    return rejector.default_above
-
-
 def decide(proba: np.ndarray, images: np.ndarray, calibration: Calibration,
-           found: np.ndarray | None = None, rejector: Rejector | None = None) -> list[Decision]:
+           found: np.ndarray | None = None) -> list[Decision]:
     """The decision for each input: ``proba`` calibrated (N, 10); ``images`` uint8 (N, 28, 28),
     what the model saw; ``found`` False where preprocessing found no ink worth reading
     (default: any ink at all)."""
-    rejector = rejector or load_rejector()
     images = np.asarray(images).reshape(-1, 28, 28)
     found = images.reshape(len(images), 784).any(axis=1) if found is None else np.asarray(found, bool)
-    rejected = (rejector.score(images) > not_a_digit_above(calibration, rejector)) | ~found
+    rejected = ~found
     order = np.argsort(-np.asarray(proba), axis=1, kind="stable")
     out = []
     for i, row in enumerate(np.asarray(proba)):
@@ -91,28 +79,14 @@ def decide(proba: np.ndarray, images: np.ndarray, calibration: Calibration,
     return out
 
 
-def fit_verdicts(calibration: Calibration, images: np.ndarray, calibrated: np.ndarray,
-                 rate: float = FLAG_RATE, rejector: Rejector | None = None) -> Calibration:
-    """``calibration`` with both thresholds chosen on validation rows (``images`` and their
-    ``calibrated`` probabilities): the not-a-digit logit flags at most ``REJECT_SHARE`` of
-    ``rate`` of them, and the unsure threshold flags the rest of ``rate`` among those left."""
-    rejector = rejector or load_rejector()
-    scores = np.sort(rejector.score(images))[::-1]
-    allowed = int(REJECT_SHARE * rate * len(scores))
-    # Never below the network's own threshold: a few validation rows cannot make it stricter
-    # than its held-out digits did, only more lenient where this run's digits differ.
-    above = max(float(scores[allowed]) if allowed < len(scores) else float(scores[-1]), rejector.default_above)
-    rejected = rejector.score(images) > above
-    confidence = np.asarray(calibrated).max(axis=1)
-    left = np.sort(confidence[~rejected])
-    budget = int(rate * len(confidence)) - int(rejected.sum())
-    below = float(left[budget]) if 0 <= budget < len(left) else (float(left[0]) if len(left) else 0.5)
-    flagged = rejected | (confidence < below)
-    measured = {**calibration.measured, "unsure_rate": round(float(np.mean(~rejected & (confidence < below))), 6),
-                "not_a_digit_rate": round(float(rejected.mean()), 6),
-                "flagged_rate": round(float(flagged.mean()), 6)}
-    return replace(calibration, unsure_below=below, measured=measured,
-                   not_a_digit={"network": rejector.version, "above": round(above, 6)})
+def fit_verdicts(calibration: Calibration, calibrated: np.ndarray, rate: float = FLAG_RATE) -> Calibration:
+    """``calibration`` with its unsure threshold chosen on validation rows (their ``calibrated``
+    probabilities): the calibrated top probability under which ``rate`` of them fall."""
+    confidence = np.sort(np.asarray(calibrated).max(axis=1))
+    budget = int(rate * len(confidence))
+    below = float(confidence[budget]) if budget < len(confidence) else 0.5
+    measured = {**calibration.measured, "flagged_rate": round(float(np.mean(confidence < below)), 6)}
+    return replace(calibration, unsure_below=below, measured=measured)
 
 
 def calibrate_held_out(run_dir: str | os.PathLike[str], images: np.ndarray, labels: np.ndarray,
@@ -123,7 +97,7 @@ def calibrate_held_out(run_dir: str | os.PathLike[str], images: np.ndarray, labe
     if len(labels) < MIN_FIT_ROWS:
         return None
     calibration = fit_calibration(proba, labels, source)
-    calibration = fit_verdicts(calibration, images, calibration.apply(proba))
+    calibration = fit_verdicts(calibration, calibration.apply(proba))
     save_calibration(Path(run_dir), calibration)
     return calibration
 

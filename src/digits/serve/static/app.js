@@ -132,7 +132,7 @@ function showReading(answer) {
   output.dataset.verdict = verdict;
   verdictLine.textContent = verdict === "answered" ? `${(answer.confidence * 100).toFixed(1)}% sure`
     : verdict === "unsure" ? `unsure: ${(answer.confidence * 100).toFixed(1)}% at most`
-    : answer.probabilities ? "this does not look like a handwritten digit" : "";
+    : answer.probabilities ? "this does not look like a handwritten digit" : "too little ink to be a digit";
   const probabilities = answer.probabilities || new Array(10).fill(0);
   const top = answer.digit_found ? answer.label : -1;
   [...bars.children].forEach((li, d) => {
