@@ -24,8 +24,9 @@ from digits.train.run import train_run
 
 TINY = TrainConfig(model="mlp", model_args={"hidden": [32]}, epochs=2, batch_size=64, optimizer="adam",
                    lr=2e-3, val_split=0.1, seed=0, device="cpu")
-SECTIONS = ("summary", "score", "configuration", "curves", "confusion", "per-class", "mistakes", "samples")
-PICTURES = ("curves.png", "confusion.png", "per-class.png", "mistakes.png", "samples.png")
+SECTIONS = ("summary", "score", "configuration", "curves", "confusion", "per-class", "calibration", "mistakes",
+            "samples")
+PICTURES = ("curves.png", "confusion.png", "per-class.png", "reliability.png", "mistakes.png", "samples.png")
 
 
 @pytest.fixture(scope="module")

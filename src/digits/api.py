@@ -39,22 +39,32 @@ def run_training(plan: TrainConfig | EnsembleSpec, data: DigitSet, run_dir: str 
     its ``RunResult`` (model, history, metrics); a plan of several members trains an ensemble
     and returns an ``EnsembleResult``. ``data_source`` is the file the rows came from, as the
     run records it (default: ``data.origin``); ``resume`` continues one model's run from its last
-    checkpoint, or an ensemble's members (finished ones are kept). ``log`` hears one
-    line per ensemble member; ``callbacks`` hear every epoch (of every member, trained in this
-    process).
+    checkpoint, or an ensemble's members (finished ones are kept). A complete run is then
+    calibrated on the rows it held out (its ``calibration.json``: ``digits.predict.calibrate``).
+    ``log`` hears one line per ensemble member; ``callbacks`` hear every epoch (of every member,
+    trained in this process).
 
     >>> plan = digits.training_plan(model="tutorial-mlp", epochs=10)   # doctest: +SKIP
     >>> result = digits.run_training(plan, train, "runs/mine")         # doctest: +SKIP
     """
+    from digits.predict.calibrate import calibrate_run
     from digits.train.config import TrainConfig
     from digits.train.ensemble import EnsembleSpec, train_ensemble
     from digits.train.run import train_run
 
     spec = EnsembleSpec(plan) if isinstance(plan, TrainConfig) else plan
+    result: RunResult | EnsembleResult
     if spec.members > 1:
         metrics = train_ensemble(spec, data, run_dir, callbacks, data_source, log=log, resume=resume)
-        return EnsembleResult(Path(run_dir), metrics)
-    return train_run(spec.config, data, run_dir, callbacks, data_source, resume=resume)
+        result = EnsembleResult(Path(run_dir), metrics)
+    else:
+        result = train_run(spec.config, data, run_dir, callbacks, data_source, resume=resume)
+    # A complete run is calibrated on the rows it held out (an ensemble whose members other
+    # --members jobs still train: by the job that finishes it). Here, above the train layer:
+    # the fit goes through the run's own Predictor, the probabilities it will answer with.
+    if not result.metrics.get("missing"):
+        calibrate_run(run_dir, data, spec, spec.config.device)
+    return result
 
 
 def open_predictor(run_dir: str | os.PathLike[str], device: str | torch.device = "auto",

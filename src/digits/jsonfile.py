@@ -188,6 +188,9 @@ ENSEMBLE: dict[str, Spec] = {  # ensemble.json
     "members": ListOf(str, at_least=1), "tta": Optional(bool), "bagging": Optional(float), "train": TRAIN,
     "environment": Optional(dict)}
 
+CALIBRATION: dict[str, Spec] = {  # calibration.json (digits.predict.calibration)
+    "temperature": float, "unsure_below": float, "source": str, "measured": Optional(dict)}
+
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` (any JSON value) as indented JSON, atomically."""

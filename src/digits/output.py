@@ -27,7 +27,7 @@ FILE_LABELS = {
     "config.json": "config", "model.safetensors": "model", "model.json": "model_card",
     "history.csv": "history", "curves.png": "curves", "metrics.json": "metrics",
     "submission.csv": "submission", "ensemble.json": "ensemble", "samples.png": "samples",
-    "report.html": "report", "training_rows.npy": "training_rows",
+    "report.html": "report", "training_rows.npy": "training_rows", "calibration.json": "calibration",
 }
 
 

@@ -27,7 +27,7 @@ def test_predict_image_reads_drawings_photos_and_blanks(run_dir, tmp_path, capsy
     assert main(["predict-image", str(seven), str(blank), str(photo), "--run", str(run_dir), "--show"]) == 0
     out = capsys.readouterr().out
     assert f"{seven}: 7 (p=" in out
-    assert f"{blank}: no digit" in out
+    assert f"{blank}: not a digit" in out
     assert f"{photo}: {fixture_test[1][0]} (p=" in out
     assert "@@" in out  # the 28x28 image, drawn in characters
 

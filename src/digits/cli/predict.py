@@ -20,6 +20,9 @@ def add_commands(sub: Any) -> None:
     predict.add_argument("run_dir", metavar="RUN_DIR")
     add_data_flags(predict, "test")
     predict.add_argument("--out", metavar="CSV", help="submission file (default: RUN_DIR/submission.csv)")
+    predict.add_argument("--probabilities", metavar="CSV",
+                         help="also write each image's calibrated probabilities, label and verdict "
+                              "(answered, unsure, not a digit): ImageId,p0..p9,label,verdict")
     add_device_flag(predict)
     predict.add_argument("--tta", action="store_true", default=None,
                          help="test-time augmentation: average over 1-pixel shifts")
@@ -46,16 +49,25 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
     test = digits.load_kaggle_csv(source, kind="test")
     started = time.perf_counter()
     with WorkBar("predicting", len(test) * len(predictor.models), "digits") as bar:
-        labels = predictor.predict(test.images, tta=args.tta, progress=bar.update)
+        proba = predictor.predict_proba(test.images, tta=args.tta, progress=bar.update)
+    labels = proba.argmax(axis=1).astype("int64")
     seconds = time.perf_counter() - started
     out = Path(args.out) if args.out else Path(args.run_dir) / "submission.csv"
+    files = {"submission": out}
+    if args.probabilities:  # first: a target it cannot write leaves no submission behind either
+        from digits.predict.probabilities import write_probabilities
+        from digits.predict.verdict import decide
+
+        files["probabilities"] = write_probabilities(args.probabilities, proba,
+                                                     decide(proba, test.images, predictor.calibration))
     digits.write_submission(out, labels)
     what = predictor.names[0] if len(predictor.names) == 1 else f"ensemble of {len(predictor.names)}"
     tta = predictor.tta if args.tta is None else args.tta
     result = predict_result(args.run_dir, predictor.names, tta, source, out, labels, seconds,
                             predictor.precisions)
-    return finish(args, "predict", result, {"submission": out},
-                  f"{what}: predicted {len(labels)} digits in {seconds:.2f} s")
+    if args.probabilities:
+        result["probabilities"] = str(Path(args.probabilities).resolve())
+    return finish(args, "predict", result, files, f"{what}: predicted {len(labels)} digits in {seconds:.2f} s")
 
 
 def score(args: argparse.Namespace, created: list[Path]) -> int:

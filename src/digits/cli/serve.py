@@ -111,10 +111,8 @@ def predict_image(args: argparse.Namespace, created: list[Path]) -> int:
             raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
         except InputError as exc:
             raise InputError(f"{path}: {exc}", exc.status) from None
-        if reading.label is None:
-            console.print(f"{path}: no digit")
-        else:
-            console.print(f"{path}: {reading.label} (p={max(reading.probabilities or [0]):.3f})")
+        # "4 (p=0.998)", "4 or 9? (unsure)" or "not a digit", from calibrated probabilities
+        console.print(f"{path}: {reading.decision.text()}", markup=False, highlight=False)
         if args.show:
             console.print(ascii_image(reading.image))
     return 0

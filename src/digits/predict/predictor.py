@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from torch import nn
 from digits.errors import ModelError
 from digits.hardware import hardware, use_threads
 from digits.precision import autocast
+from digits.predict.calibration import Calibration, load_calibration
 from digits.predict.card import RunCard, read_card
 from digits.train.fast_mlp import is_small_mlp
 
@@ -74,28 +75,40 @@ def refuse_non_finite_probabilities(proba: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Member:
-    """One model of a Predictor, with the number format it predicts in."""
+    """One model of a Predictor, with the number format it predicts in and the temperature
+    that calibrates its probabilities (its own calibration.json)."""
 
     model: nn.Module
     architecture: str
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast)
+    calibration: Calibration = field(default_factory=Calibration)
 
 
 class Predictor:
     """The one way from trained weights to probabilities: a run's model, or the members of an
     ensemble averaged, each in its own number format, with optional test-time augmentation.
 
+    The probabilities are calibrated, here and nowhere else: each member's by its own
+    temperature, and an ensemble's average by the ensemble's (``calibration``, which also holds
+    the confidence under which an answer is unsure). A run without calibration.json answers at
+    temperature 1.
+
     >>> predictor = Predictor.open("runs/20250101-120000-gpu-best")  # doctest: +SKIP
     >>> predictor.predict(images)                                    # doctest: +SKIP
     array([2, 0, 9, ...])
     """
 
-    def __init__(self, members: Sequence[Member], tta: bool = False, run_dir: Path | None = None) -> None:
+    def __init__(self, members: Sequence[Member], tta: bool = False, run_dir: Path | None = None,
+                 calibration: Calibration | None = None) -> None:
         if not members:
             raise ModelError("a Predictor needs at least one model")
         self.members = tuple(members)
         self.tta = tta              # the default; each call may say otherwise
         self.run_dir = run_dir      # where the weights came from, if from a run directory
+        # Of the whole: the unsure threshold, and, over several members, the temperature of
+        # their average. One model's temperature is its member's: it is applied once.
+        self.calibration = calibration or (self.members[0].calibration if len(self.members) == 1
+                                           else Calibration())
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str], device: torch.device | str = "cpu",
@@ -116,8 +129,9 @@ class Predictor:
         for model_dir in models.model_dirs:
             model, card = load_model(model_dir, device)
             chosen = inference_precision(model_dir, device) if precision == "auto" else precision
-            members.append(Member(for_inference(model), card.name, chosen))
-        return cls(members, models.tta if tta is None else tta, models.run_dir)
+            members.append(Member(for_inference(model), card.name, chosen, load_calibration(model_dir)))
+        whole = load_calibration(models.run_dir) if models.kind == "ensemble" else None
+        return cls(members, models.tta if tta is None else tta, models.run_dir, whole)
 
     @classmethod
     def from_model(cls, model: nn.Module, architecture: str = "", precision: str = "fp32",
@@ -140,11 +154,12 @@ class Predictor:
         return [m.precision for m in self.members]
 
     def member_proba(self, images: np.ndarray, *, rows: Sequence[np.ndarray] | None = None,
-                     tta: bool | None = None,
+                     tta: bool | None = None, calibrated: bool = True,
                      progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
-        """Each member's probabilities: on every image, or, with ``rows``, member ``i`` on
-        ``images[rows[i]]`` only (the rows it held out, say). ``progress`` hears the images done
-        so far, counted over every member."""
+        """Each member's probabilities, calibrated by its own temperature (``calibrated=False``:
+        as the network computes them, what a calibration is fitted on): on every image, or, with
+        ``rows``, member ``i`` on ``images[rows[i]]`` only (the rows it held out, say).
+        ``progress`` hears the images done so far, counted over every member."""
         pixels = as_pixels(images)
         use_tta = self.tta if tta is None else tta
         indexes = list(rows) if rows is not None else [None] * len(self.members)
@@ -153,17 +168,29 @@ class Predictor:
         out, before = [], 0
         for member, index in zip(self.members, indexes):
             mine = pixels if index is None else pixels[index]
-            out.append(predict_proba(member.model, mine, tta=use_tta, precision=member.precision,
-                                     progress=_offset(progress, before)))
+            proba = predict_proba(member.model, mine, tta=use_tta, precision=member.precision,
+                                  progress=_offset(progress, before))
+            out.append(member.calibration.apply(proba) if calibrated else proba)
             before += len(mine)
         return out
+
+    def combine(self, probas: Sequence[np.ndarray], rows: Sequence[np.ndarray] | None = None,
+                count: int | None = None) -> np.ndarray:
+        """The answer of the whole from its members' calibrated probabilities (``member_proba``,
+        with the same ``rows`` and ``count`` as :func:`average_members`): their average, and
+        for an ensemble, that average calibrated by the ensemble's temperature (averaging, and
+        test-time augmentation, leave it less sure than its members)."""
+        average = average_members(probas, rows, count)
+        return self.calibration.apply(average) if len(self.members) > 1 else average
 
     def predict_proba(self, images: np.ndarray, *, tta: bool | None = None,
                       progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Class probabilities, float32 (N, 10), for pixels 0-255 (uint8 or float) shaped
         (N, 28, 28) or (N, 784): the mean of the members' probabilities. ``progress`` hears
-        the images done so far, over every member (``len(images) * len(self.members)`` in all)."""
-        return average_members(self.member_proba(images, tta=tta, progress=progress))
+        the images done so far, over every member (``len(images) * len(self.members)`` in all).
+        Calibrated (see the class): an answer whose top probability is under
+        ``self.calibration.unsure_below`` is unsure (:func:`digits.predict.verdict.decide`)."""
+        return self.combine(self.member_proba(images, tta=tta, progress=progress))
 
     def predict(self, images: np.ndarray, *, tta: bool | None = None,
                 progress: Callable[[int], None] | None = None) -> np.ndarray:

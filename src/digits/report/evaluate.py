@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from digits.predict.predictor import Predictor, average_members
+from digits.predict.predictor import Predictor
 from digits.report.heldout import HeldOut
 
 CLASSES = 10
@@ -43,16 +43,17 @@ class Evaluation:
 
 def evaluate(held_out: HeldOut, tta: bool = False, device: torch.device | str = "cpu",
              progress: Callable[[int, int], None] | None = None) -> Evaluation:
-    """Predict ``held_out`` with the run's Predictor; an ensemble averages its members'
-    probabilities (out-of-bag: for each row, only those of the members that held it out).
-    ``progress`` hears (images done, images in all, over every model) after each batch."""
+    """Predict ``held_out`` with the run's Predictor, calibrated as ``digits predict`` and the
+    API answer; an ensemble averages its members' probabilities (out-of-bag: for each row, only
+    those of the members that held it out). ``progress`` hears (images done, images in all,
+    over every model) after each batch."""
     images, labels = held_out.data.images, held_out.data.require_labels()
     predictor = Predictor.open(held_out.run_dir, device, tta=tta)
     rows = held_out.member_rows
     in_all = sum(len(r) for r in rows) if rows is not None else len(images) * len(predictor.members)
     hear = None if progress is None else (lambda done: progress(done, in_all))
     probas = predictor.member_proba(images, rows=rows, progress=hear)
-    proba = average_members(probas, rows, len(images))
+    proba = predictor.combine(probas, rows, len(images))
     mine = rows if rows is not None else [slice(None)] * len(probas)
     accuracies = tuple(float(np.mean(p.argmax(axis=1) == labels[r])) for p, r in zip(probas, mine))
     return Evaluation(held_out, proba, accuracies if len(probas) > 1 else ())

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from digits.atomic import atomic_path  # noqa: E402
+from digits.predict.calibration import ReliabilityBin  # noqa: E402
 from digits.train.history import History  # noqa: E402
 
 
@@ -150,4 +151,26 @@ def gallery_figure(images: np.ndarray, captions: Sequence[str], colors: Sequence
     ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def reliability_figure(bins: Sequence[ReliabilityBin], ece: float, title: str) -> plt.Figure:
+    """A reliability diagram: per confidence bin, the share answered right against the mean
+    confidence (the diagonal is perfect calibration), with each bin's row count beneath.
+    ``bins``: from :func:`digits.predict.calibration.reliability_bins`."""
+    fig, (top, counts) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    full = [b for b in bins if b.count]
+    centres = [(b.low + b.high) / 2 for b in bins]
+    width = bins[0].high - bins[0].low if bins else 1.0
+    top.bar([(b.low + b.high) / 2 for b in full], [b.accuracy for b in full], width=width * 0.9,
+            color="#4c72b0", label="accuracy")
+    top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    top.plot([b.confidence for b in full], [b.accuracy for b in full], "o", color="#c0392b", ms=3,
+             label="mean confidence")
+    top.set(ylabel="share answered right", ylim=(0, 1), title=f"{title}: ECE {ece * 100:.2f}%")
+    top.legend(loc="upper left", fontsize=8)
+    counts.bar(centres, [b.count for b in bins], width=width * 0.9, color="#8c8c8c")
+    counts.set(xlabel="calibrated confidence (top probability)", ylabel="rows", yscale="log", xlim=(0, 1))
+    fig.tight_layout()
     return fig

@@ -17,6 +17,12 @@ import torch
 
 from digits.atomic import output_kind, write_bytes, write_text
 from digits.errors import OutputError, RunError
+from digits.predict.calibration import (
+    Calibration,
+    expected_calibration_error,
+    load_calibration,
+    reliability_bins,
+)
 from digits.report import html, numbers
 from digits.report.evaluate import (
     Evaluation,
@@ -32,6 +38,7 @@ from digits.report.plots import (
     learning_curves_figure,
     per_class_figure,
     png_bytes,
+    reliability_figure,
 )
 from digits.report.record import RunRecord, read_run
 from digits.train.run import no_held_out_note
@@ -73,7 +80,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
                 _curves(record, picture)]
     if record.members:
         sections.append(_members(record, evaluation))
-    sections += _evaluation_sections(evaluation, picture, mistakes, samples)
+    sections += _evaluation_sections(evaluation, picture, mistakes, samples, load_calibration(record.path))
     written = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
     text = html.page(f"Report: {record.name}", f"{KIND_NAMES[record.kind]}, {record.model}; "
                      f"{record.path}; written {written} by digits {__version__}", sections)
@@ -222,9 +229,9 @@ def _members(record: RunRecord, evaluation: Evaluation | str) -> str:
 
 
 def _evaluation_sections(evaluation: Evaluation | str, picture: Picture, mistakes: int,
-                         samples: int) -> list[str]:
+                         samples: int, calibration: Calibration) -> list[str]:
     titles = (("confusion", "Confusion matrix"), ("per-class", "Per-class precision and recall"),
-              ("mistakes", "Misclassified digits"), ("samples", "Sample digits"))
+              ("calibration", "Calibration"), ("mistakes", "Misclassified digits"), ("samples", "Sample digits"))
     if isinstance(evaluation, str):
         return [html.section(anchor, heading, html.paragraph(f"Not available: {evaluation}.", "note"))
                 for anchor, heading in titles]
@@ -237,9 +244,29 @@ def _evaluation_sections(evaluation: Evaluation | str, picture: Picture, mistake
                      picture("confusion.png", confusion_figure(matrix, f"{where}: true vs predicted"),
                              f"confusion matrix on {where}")),
         _per_class(matrix, picture, where),
+        _calibration(evaluation, picture, calibration),
         _mistakes(evaluation, picture, mistakes),
         _samples(evaluation, picture, samples),
     ]
+
+
+def _calibration(evaluation: Evaluation, picture: Picture, calibration: Calibration) -> str:
+    """The reliability diagram and ECE of the calibrated probabilities on the held-out rows."""
+    where = SET_NAMES[evaluation.held_out.kind]
+    ece = expected_calibration_error(evaluation.proba, evaluation.labels)
+    described = calibration.describe()
+    note = described[:1].upper() + described[1:] + "."  # not str.capitalize: it would lower "ECE"
+    if calibration.fitted and evaluation.held_out.kind != "test":
+        note += (" The temperature was fitted on these very rows, so this ECE is the fit's own; "
+                 "a scored test set (`digits score`) gives an unseen one.")
+    if evaluation.member_accuracy:  # an ensemble
+        note += (" Members are calibrated each on its own validation rows, and their average by the ensemble's "
+                 "own temperature, as `digits predict` answers.")
+    figure = reliability_figure(reliability_bins(evaluation.proba, evaluation.labels), ece, where)
+    return html.section("calibration", "Calibration",
+                        html.paragraph(f"Expected calibration error (15 bins) on {where}: {ece * 100:.2f}%."),
+                        html.paragraph(note, "note"),
+                        picture("reliability.png", figure, f"reliability diagram on {where}"))
 
 
 def _per_class(matrix: np.ndarray, picture: Picture, where: str) -> str:

@@ -2,8 +2,8 @@
 in, probabilities out.
 
 Scaling and normalisation are inside each model (``Classifier``); the softmax, the average over
-an ensemble's members and the optional test-time views are added here, so an ONNX consumer
-feeds raw pixels and reads probabilities with no other code.
+an ensemble's members, the optional test-time views and the run's temperatures are added here,
+so an ONNX consumer feeds raw pixels and reads calibrated probabilities with no other code.
 """
 
 from __future__ import annotations
@@ -18,44 +18,60 @@ from torch import nn
 
 from digits.atomic import atomic_path
 from digits.errors import ServeError
+from digits.predict.calibration import FLOOR, temperature_record
 from digits.predict.card import model_version
 from digits.predict.predictor import Predictor, tta_views
-from digits.serve.runtime import ONNX_FILE, ONNX_SOURCE_KEY, ONNX_TTA_KEY
+from digits.serve.runtime import ONNX_CALIBRATION_KEY, ONNX_FILE, ONNX_SOURCE_KEY, ONNX_TTA_KEY
 
 OPSET = 17  # onnxruntime >= 1.14 runs it; no op we need is newer
 FORMATS = ("onnx",)
 
 
-class _Averaged(nn.Module):
-    """The members' softmax probabilities, averaged over the members (and, with ``tta``, over
-    each image's five views): what ``Predictor.predict_proba`` computes, as one graph."""
+def _temper(proba: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``digits.predict.calibration.temper`` in graph ops: softmax(log(p) / T); T = 1 adds none."""
+    if temperature == 1.0:
+        return proba
+    return torch.softmax(torch.log(proba.clamp_min(FLOOR)) / temperature, dim=1)
 
-    def __init__(self, members: list[nn.Module], tta: bool) -> None:
+
+class _Averaged(nn.Module):
+    """Each member's softmax probabilities (with ``tta``, averaged over each image's five
+    views) calibrated by its temperature, then averaged over the members and calibrated by the
+    ensemble's: what ``Predictor.predict_proba`` computes, as one graph."""
+
+    def __init__(self, members: list[nn.Module], tta: bool, temperatures: list[float],
+                 ensemble_temperature: float = 1.0) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.tta = tta
+        self.temperatures = temperatures
+        self.ensemble_temperature = ensemble_temperature
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         views = tta_views(pixels) if self.tta else [pixels]
-        probs = [torch.softmax(member(view).float(), dim=1) for member in self.members for view in views]
-        return torch.stack(probs).mean(dim=0)  # (N, 10)
+        probs = [_temper(torch.stack([torch.softmax(member(view).float(), dim=1) for view in views]).mean(dim=0), t)
+                 for member, t in zip(self.members, self.temperatures)]
+        return _temper(torch.stack(probs).mean(dim=0), self.ensemble_temperature)  # (N, 10)
 
 
 def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                 tta: bool | None = None) -> Path:
     """Write the model of ``run_dir`` as ONNX (default ``RUN_DIR/model.onnx``), atomically: one
-    graph, uint8 pixels (N, 28, 28) in, probabilities (N, 10) out; an ensemble's graph averages
-    its members. ``tta``: average the five shifted views too (default: what the run recorded).
+    graph, uint8 pixels (N, 28, 28) in, calibrated probabilities (N, 10) out; an ensemble's
+    graph averages its members. ``tta``: average the five shifted views too (default: what the run recorded).
 
-    The file records the weights' version in its metadata, so the ONNX runtime can refuse
-    an export that no longer matches the run's weights.
+    The file records the weights' version and the temperatures in its metadata, so the ONNX
+    runtime can refuse an export that no longer matches the run's weights or calibration.
     """
     predictor = Predictor.open(run_dir, "cpu", tta=tta, precision="fp32")  # ONNX Runtime computes in fp32
     target = Path(out) if out is not None else Path(run_dir) / ONNX_FILE
     # Contiguous (NCHW) weights: the layout for_inference chose for PyTorch's CPU kernels is
     # not one the exporter needs.
     members = [m.model.to(memory_format=torch.contiguous_format) for m in predictor.members]
-    wrapped = _Averaged(members, predictor.tta).eval()
+    calibrations = [m.calibration for m in predictor.members]
+    ensemble = predictor.calibration if len(members) > 1 else None  # one model: its own, applied once
+    wrapped = _Averaged(members, predictor.tta, [c.temperature for c in calibrations],
+                        ensemble.temperature if ensemble else 1.0).eval()
     example = torch.zeros(2, 28, 28, dtype=torch.uint8)
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, chosen on purpose below
@@ -66,7 +82,8 @@ def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
                           dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
                           **_legacy_exporter())
         _add_metadata(tmp, {ONNX_SOURCE_KEY: model_version(run_dir),
-                            ONNX_TTA_KEY: "true" if predictor.tta else "false"})
+                            ONNX_TTA_KEY: "true" if predictor.tta else "false",
+                            ONNX_CALIBRATION_KEY: temperature_record(calibrations, ensemble)})
     return target
 
 

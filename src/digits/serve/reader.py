@@ -10,18 +10,21 @@ from typing import Any
 import numpy as np
 
 from digits.errors import InputError, ModelError
+from digits.predict.verdict import Decision, decide
 from digits.serve.preprocess import SIZE, PreparedDigit, prepare_digit
 from digits.serve.runtime import ModelSummary, Runtime, load_runtime, summarize
 
 
 @dataclass(frozen=True)
 class Reading:
-    """What the model read in one picture. ``label`` and ``probabilities`` are None when
-    the picture holds no digit (blank or near-blank): no guess is made then."""
+    """What the model read in one picture: ``probabilities`` calibrated, ``decision`` answered,
+    unsure or not a digit. ``label`` and ``probabilities`` are None when the picture holds no
+    digit (blank or near-blank: "not a digit"): no guess is made then."""
 
     label: int | None
     probabilities: list[float] | None
     image: np.ndarray  # uint8 (28, 28): what the model saw
+    decision: Decision | None = None
 
     @property
     def found(self) -> bool:
@@ -30,6 +33,9 @@ class Reading:
     def to_dict(self, with_image: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "digit_found": self.found,
                                "probabilities": self.probabilities}
+        if self.decision is not None:
+            out.update(verdict=self.decision.verdict, candidates=list(self.decision.candidates),
+                       confidence=self.decision.confidence)
         if not self.found:
             out["message"] = "no digit: the picture is blank or nearly blank"
         if with_image:
@@ -43,6 +49,7 @@ class DigitReader:
     def __init__(self, runtime: Runtime, summary: ModelSummary) -> None:
         self.runtime = runtime
         self.summary = summary
+        self.calibration = runtime.calibration  # the unsure threshold; the runtime calibrates
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str], runtime: str = "torch") -> DigitReader:
@@ -59,14 +66,16 @@ class DigitReader:
                          if found else np.zeros((0, 10), np.float32))
         if not np.isfinite(probabilities).all():  # either runtime: never answer with NaN
             raise ModelError("the model computed NaN/inf probabilities; its weights are unusable")
+        decisions = iter(decide(probabilities, np.stack([p.image for p in found]) if found else
+                                np.zeros((0, SIZE, SIZE), np.uint8), self.calibration))
         rows = iter(probabilities)
         readings = []
         for p in prepared:
             if p.found:
-                row = next(rows)
-                readings.append(Reading(int(row.argmax()), [round(float(v), 6) for v in row], p.image))
+                row, decision = next(rows), next(decisions)
+                readings.append(Reading(decision.label, [round(float(v), 6) for v in row], p.image, decision))
             else:
-                readings.append(Reading(None, None, p.image))
+                readings.append(Reading(None, None, p.image, Decision("not a digit", None, None, ())))
         return readings
 
 

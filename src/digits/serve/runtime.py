@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from digits.errors import ServeError
+from digits.predict.calibration import Calibration, load_calibration, temperature_record
 from digits.predict.card import RunCard, read_card
 from digits.runmodels import run_models
 
@@ -23,13 +24,16 @@ RUNTIMES = ("torch", "onnx")
 ONNX_FILE = "model.onnx"
 ONNX_SOURCE_KEY = "digits_model_version"  # ONNX metadata: the weights an export came from
 ONNX_TTA_KEY = "digits_tta"  # ONNX metadata: "true" when the graph averages shifted views
+ONNX_CALIBRATION_KEY = "digits_temperatures"  # ONNX metadata: the temperatures the graph applies
 
 
 class Runtime(Protocol):
-    """Anything that maps uint8 digits (N, 28, 28) to probabilities float32 (N, 10), and says
-    what it predicts with."""
+    """Anything that maps uint8 digits (N, 28, 28) to calibrated probabilities float32 (N, 10),
+    and says what it predicts with; ``calibration`` (the run's, of the whole) says when an
+    answer is unsure."""
 
     name: str
+    calibration: Calibration
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -42,6 +46,7 @@ class ModelSummary:
 
     card: RunCard
     runtime: str
+    calibration: str = ""  # how the probabilities are calibrated, and when an answer is unsure
 
     @property
     def version(self) -> str:
@@ -55,12 +60,12 @@ class ModelSummary:
         return f"ensemble of {len(self.card.members)} x {self.card.architecture}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.card.to_dict(), "runtime": self.runtime}
+        return {**self.card.to_dict(), "runtime": self.runtime, "calibration": self.calibration}
 
 
 def summarize(runtime: Runtime) -> ModelSummary:
     """The model card of what ``runtime`` serves."""
-    return ModelSummary(runtime.card(), runtime.name)
+    return ModelSummary(runtime.card(), runtime.name, runtime.calibration.describe())
 
 
 def load_runtime(run_dir: str | os.PathLike[str], kind: str = "torch") -> Runtime:
@@ -76,7 +81,9 @@ def load_runtime(run_dir: str | os.PathLike[str], kind: str = "torch") -> Runtim
 
 class OnnxRuntime:
     """model.onnx (from ``digits export RUN_DIR --format onnx``) on ONNX Runtime's CPU provider:
-    one model, or an ensemble exported as one graph that averages its members."""
+    one model, or an ensemble exported as one graph that averages its members; the graph
+    applies the run's temperatures, as the Predictor does (the unsure threshold is read from
+    calibration.json, without torch)."""
 
     name = "onnx"
 
@@ -87,7 +94,12 @@ class OnnxRuntime:
             raise ServeError("the onnx runtime needs onnxruntime: pip install 'digits[serve]'") from None
         self.run_dir = Path(run_dir)
         # A run that cannot predict (a partial ensemble, say) fails first, as in digits predict.
-        members = len(run_models(run_dir).model_dirs)
+        models = run_models(run_dir)
+        members = len(models.model_dirs)
+        member_calibrations = [load_calibration(d) for d in models.model_dirs]
+        ensemble = load_calibration(run_dir) if models.kind == "ensemble" else None
+        self.calibration = member_calibrations[0] if ensemble is None else ensemble  # the whole's, as the Predictor's
+        temperatures = temperature_record(member_calibrations, ensemble)
         path = self.run_dir / ONNX_FILE
         if not path.is_file():
             raise ServeError(f"{path}: missing; run `digits export {run_dir} --format onnx` first")
@@ -105,6 +117,12 @@ class OnnxRuntime:
         if exported_from != self._card.version:
             raise ServeError(f"{path}: exported from weights {exported_from}, but the run now holds "
                              f"{self._card.version}; export again")
+        # An export older than calibration applies none: temperature 1 everywhere.
+        none = temperature_record([Calibration()] * members, Calibration() if models.kind == "ensemble" else None)
+        exported_with = metadata.get(ONNX_CALIBRATION_KEY, none)
+        if exported_with != temperatures:
+            raise ServeError(f"{path}: exported with temperatures {exported_with}, but the run's calibration.json "
+                             f"now says {temperatures}; export again")
         self.input_name = self.session.get_inputs()[0].name
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:

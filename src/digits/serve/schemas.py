@@ -8,11 +8,20 @@ from pydantic import BaseModel, Field
 
 
 class DigitReading(BaseModel):
-    """One picture's prediction; label and probabilities are null when no digit was found."""
+    """One picture's prediction; label is null when it is not a digit, probabilities too when
+    it is blank."""
 
-    label: int | None = Field(description="the most probable digit, or null for a blank picture")
+    label: int | None = Field(description="the most probable digit, or null when the picture is not a digit")
     digit_found: bool
-    probabilities: list[float] | None = Field(description="P(digit = 0..9), summing to 1")
+    probabilities: list[float] | None = Field(description="calibrated P(digit = 0..9), summing to 1; null "
+                                              "for a blank picture")
+    verdict: Literal["answered", "unsure", "not a digit"] = Field(
+        description="answered: label is the answer; unsure: the calibrated confidence is under the run's "
+                    "threshold, candidates names the two likeliest digits; not a digit: blank, a letter, "
+                    "a scribble, noise")
+    candidates: list[int] = Field(description="the digits worth naming, likeliest first: one when answered, "
+                                  "two when unsure, none when not a digit")
+    confidence: float | None = Field(description="calibrated probability of the likeliest digit")
     message: str | None = Field(default=None, description="why there is no label")
     image: list[list[int]] | None = Field(default=None, description="the 28x28 image the model saw "
                                           "(with ?include_image=true)")
@@ -61,6 +70,7 @@ class ModelCardOut(BaseModel):
     tta: bool = Field(description="whether predictions average five one-pixel shifts of each picture")
     members: list[MemberOut]
     runtime: str
+    calibration: str = Field(description="how the probabilities are calibrated, and when an answer is unsure")
     limits: dict[str, int]
 
 

@@ -19,6 +19,7 @@ class TorchRuntime:
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.predictor = Predictor.open(run_dir, "cpu")
+        self.calibration = self.predictor.calibration  # its probabilities are calibrated already
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return self.predictor.predict_proba(np.ascontiguousarray(images, dtype=np.uint8))

@@ -12,6 +12,7 @@ const seen = document.getElementById("seen");
 const output = document.getElementById("prediction");
 const statusLine = document.getElementById("status");
 const bars = document.getElementById("bars");
+const verdictLine = document.getElementById("verdict");
 
 const strokes = [];         // each stroke: [[x, y], ...] in canvas pixels, kept for undo
 let current = null;         // the stroke being drawn
@@ -121,15 +122,23 @@ async function send(body, contentType, seq) {
 
 function showReading(answer) {
   statusLine.textContent = "";
-  output.classList.toggle("none", !answer.digit_found);
-  output.textContent = answer.digit_found ? String(answer.label) : "no digit";
+  // answered: "4"; unsure: "4 or 9?"; not a digit: said so. The probabilities are calibrated.
+  const verdict = answer.verdict || (answer.digit_found ? "answered" : "not a digit");
+  output.classList.toggle("none", verdict === "not a digit");
+  output.classList.toggle("unsure", verdict === "unsure");
+  output.textContent = verdict === "answered" ? String(answer.label)
+    : verdict === "unsure" ? `${answer.candidates[0]} or ${answer.candidates[1]}?` : "not a digit";
   output.dataset.label = answer.digit_found ? String(answer.label) : "none";
+  output.dataset.verdict = verdict;
+  verdictLine.textContent = verdict === "answered" ? `${(answer.confidence * 100).toFixed(1)}% sure`
+    : verdict === "unsure" ? `unsure: ${(answer.confidence * 100).toFixed(1)}% at most`
+    : answer.probabilities ? "this does not look like a handwritten digit" : "too little ink to be a digit";
   const probabilities = answer.probabilities || new Array(10).fill(0);
   const top = answer.digit_found ? answer.label : -1;
   [...bars.children].forEach((li, d) => {
     li.classList.toggle("top", d === top);
     li.querySelector(".bar span").style.width = `${(probabilities[d] * 100).toFixed(1)}%`;
-    li.querySelector(".pct").textContent = answer.digit_found ? `${(probabilities[d] * 100).toFixed(1)}%` : "–";
+    li.querySelector(".pct").textContent = answer.probabilities ? `${(probabilities[d] * 100).toFixed(1)}%` : "–";
   });
   drawSeen(answer.image);
 }
@@ -149,12 +158,14 @@ function showEmpty() {
   showReading({ digit_found: false, label: null, probabilities: null, image: null });
   output.textContent = "–";
   output.dataset.label = "";
+  output.dataset.verdict = "";
 }
 
 function showError(message) {
   // The previous reading must not stay on screen as if it were this input's.
   showReading({ digit_found: false, label: null, probabilities: null, image: null });
   output.textContent = "–";
+  output.dataset.verdict = "";
   statusLine.textContent = message;
   output.dataset.label = "error";
 }
@@ -199,6 +210,7 @@ async function loadCard() {
       card.accuracy === null ? "not measured" : `${(card.accuracy * 100).toFixed(2)}%`;
     document.getElementById("card-version").textContent = card.version;
     document.getElementById("card-runtime").textContent = card.runtime;
+    document.getElementById("card-calibration").textContent = card.calibration;
   } catch (error) {
     statusLine.textContent = `cannot load the model card (${error})`;
   }

@@ -1,0 +1,77 @@
+"""Calibrating a trained run on the rows it held out: the temperature of each model (and of an
+ensemble's average) and the unsure threshold, written as calibration.json files.
+
+It runs once a run is complete (``digits.run_training`` calls it), through the run's own
+:class:`~digits.predict.predictor.Predictor`: the probabilities it is fitted on are the ones
+the run answers with (each model in its own number format, the ensemble's test-time
+augmentation), and never a test row: only the validation (or out-of-bag) rows of the training
+file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from digits.data.dataset import DigitSet
+from digits.errors import RunError
+from digits.predict.calibration import MIN_FIT_ROWS, Calibration, fit_calibration, save_calibration
+from digits.predict.predictor import Predictor, average_members
+from digits.runmodels import run_models
+from digits.train.ensemble import EnsembleSpec, bagged_rows
+
+
+def held_out_rows(rows: int, val_split: float, bagging: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Sorted row numbers one model validated on: its bagged hold-out (an ensemble member's
+    seeded random one), or the last ``val_split`` of the rows, as ``DigitSet.split_last`` cuts."""
+    if bagging:
+        return bagged_rows(rows, bagging, seed)[1]
+    return np.arange(int(rows * (1.0 - val_split)), rows)
+
+
+def calibrate_run(run_dir: str | os.PathLike[str], data: DigitSet, spec: EnsembleSpec,
+                  device: torch.device | str = "cpu") -> Calibration | None:
+    """Fit and write the calibration of the complete run ``run_dir``, trained by ``spec`` on
+    ``data`` (the whole training file, as ``digits.run_training`` was given it): each model's on
+    the rows it held out; for an ensemble, its members' too, then a temperature for the average
+    of their calibrated probabilities, each row predicted only by the members that held it out.
+
+    Returns the calibration of the whole, or None when there are fewer than ``MIN_FIT_ROWS``
+    held-out rows (or no labels): nothing is written, and the run answers at temperature 1 and
+    says so."""
+    if data.labels is None:
+        return None
+    ensemble = spec.members > 1
+    rows = [held_out_rows(len(data), spec.config.val_split, spec.bagging if ensemble else 0.0,
+                          spec.config.seed + i) for i in range(spec.members)]
+    predictor = Predictor.open(run_dir, device)
+    model_dirs = run_models(run_dir).model_dirs
+    if len(model_dirs) != len(rows):
+        raise RunError(f"{run_dir}: holds {len(model_dirs)} models, but the training plan has {len(rows)}")
+    # Each member on its own, as it predicts alone: no test-time augmentation.
+    raw = predictor.member_proba(data.images, rows=rows, tta=False, calibrated=False)
+    members = [_fit(model_dir, proba, data.labels[mine], "validation")
+               for model_dir, proba, mine in zip(model_dirs, raw, rows)]
+    if not ensemble:
+        return members[0]
+    union = np.unique(np.concatenate(rows))
+    if len(union) < MIN_FIT_ROWS:
+        return None
+    if predictor.tta:  # the ensemble answers with shifted views averaged too: fit on what it answers
+        raw = predictor.member_proba(data.images, rows=rows, calibrated=False)
+    calibrated = [c.apply(p) if c is not None else p for c, p in zip(members, raw)]
+    average = average_members(calibrated, [np.searchsorted(union, mine) for mine in rows], len(union))
+    shared = all(len(mine) == len(union) for mine in rows)
+    return _fit(Path(run_dir), average, data.labels[union], "validation" if shared else "out-of-bag")
+
+
+def _fit(folder: Path, proba: np.ndarray, labels: np.ndarray, source: str) -> Calibration | None:
+    if len(labels) < MIN_FIT_ROWS:
+        return None
+    calibration = fit_calibration(proba, labels, source)
+    save_calibration(folder, calibration)
+    return calibration
+
