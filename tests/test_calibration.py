@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import train_fixture_run
+from helpers import FIXTURES, train_ensemble_on_fixture, train_fixture_run
 
 from digits.errors import DataError, RunError
 from digits.predict.calibration import (
@@ -132,3 +132,30 @@ def test_the_report_shows_a_reliability_diagram_and_the_ece_of_the_calibrated_pr
     assert "Expected calibration error (15 bins) on the validation rows: " in page
     assert "fitted on these very rows" in page  # an in-sample figure is named as one
     assert (trained / "report" / "reliability.png").stat().st_size > 5_000
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    return train_ensemble_on_fixture(tmp_path_factory)
+
+
+def test_an_ensemble_calibrates_each_member_then_the_average_of_their_calibrated_probabilities(ensemble):
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.predict.predictor import Predictor
+
+    members = [load_calibration(ensemble / "members" / name) for name in ("01", "02")]
+    whole = load_calibration(ensemble)
+    assert all(c.fitted and c.source == "validation" and c.measured["rows"] == 100 for c in members + [whole])
+    predictor = Predictor.open(ensemble)
+    assert [m.calibration for m in predictor.members] == members and predictor.calibration == whole
+    # The ensemble's temperature is fitted on what it answers: the average of its calibrated
+    # members on the rows they held out (the last 5% of the training file), never a test row.
+    train = load_kaggle_csv(FIXTURES / "train.csv", kind="train")
+    held_out = train.images[1900:], train.labels[1900:]
+    raw = predictor.member_proba(held_out[0], calibrated=False)
+    calibrated = [c.apply(p) for c, p in zip(members, raw)]
+    assert fit_temperature(np.mean(calibrated, axis=0), held_out[1]) == pytest.approx(whole.temperature, rel=1e-4)
+    images = load_kaggle_csv(FIXTURES / "test.csv", kind="test").images[:50]
+    expected = temper(np.mean([c.apply(p) for c, p in zip(members, predictor.member_proba(images, calibrated=False))],
+                              axis=0), whole.temperature)
+    np.testing.assert_allclose(predictor.predict_proba(images), expected, atol=1e-6)

@@ -17,6 +17,7 @@ from test_hardware import AMX_CPU
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import RunError
+from digits.predict.calibration import load_calibration
 from digits.predict.predictor import Predictor, average_members
 
 TRAIN = ["train", "--train", FIXTURES / "train.csv", "--epochs", "1", "--ensemble", "2", "--no-report",
@@ -45,7 +46,8 @@ def test_a_predictor_opened_on_an_ensemble_averages_its_members(ensemble, test_i
     assert np.abs(first - second).max() > 1e-2  # two members, trained from different seeds
     proba = predictor.predict_proba(test_images)
     assert proba.shape == (500, 10) and proba.dtype == np.float32
-    np.testing.assert_allclose(proba, (first + second) / 2, atol=1e-7)
+    # the average of the members' calibrated probabilities, calibrated by the ensemble's temperature
+    np.testing.assert_allclose(proba, predictor.calibration.apply((first + second) / 2), atol=1e-7)
     np.testing.assert_array_equal(predictor.predict(test_images), proba.argmax(1))
 
 
@@ -110,6 +112,7 @@ def test_members_jobs_one_after_another_make_the_ensemble_one_command_trains(ens
     first = cli(*TRAIN, "--members", "0:1", "--out", shared, "--json")
     assert first.code == 0, first.err
     assert (shared / "members" / "01" / "metrics.json").is_file() and not (shared / "members" / "02").exists()
+    assert not (shared / "calibration.json").exists()  # the job that completes the ensemble calibrates it
     described = json.loads(first.out)
     assert not list(validator("train").iter_errors(described))
     assert described["members"] == 2 and described["ensemble"]["missing_members"] == ["members/02"]
@@ -142,6 +145,7 @@ def test_members_jobs_one_after_another_make_the_ensemble_one_command_trains(ens
     np.testing.assert_array_equal(Predictor.open(shared).predict_proba(images),
                                   Predictor.open(ensemble).predict_proba(images))
     assert (shared / "ensemble.json").read_text() == (ensemble / "ensemble.json").read_text()
+    assert load_calibration(shared).fitted and load_calibration(shared) == load_calibration(ensemble)
     recorded = json.loads((shared / "metrics.json").read_text())
     assert recorded["members"] == 2 and len(recorded["member_metrics"]) == 2
 

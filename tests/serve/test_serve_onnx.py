@@ -6,25 +6,46 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from digits.errors import ServeError
-from digits.predict.predictor import predict_proba
+from digits.predict.calibration import load_calibration, save_calibration, temper
+from digits.predict.predictor import Predictor, predict_proba
 from digits.runs import load_model, save_model
 from digits.serve.runtime import OnnxRuntime, load_runtime
 
 
 def test_onnx_predicts_what_pytorch_predicts_on_the_fixture(onnx_run_dir, fixture_test):
     images, labels = fixture_test
-    model, _ = load_model(onnx_run_dir)
-    expected = predict_proba(model, images)
+    expected = Predictor.open(onnx_run_dir, "cpu", precision="fp32").predict_proba(images)  # calibrated
     got = OnnxRuntime(onnx_run_dir).predict_proba(images)
     assert got.shape == (500, 10)
     assert np.array_equal(got.argmax(1), expected.argmax(1))
     assert np.abs(got - expected).max() < 1e-5
     assert (got.argmax(1) == labels).mean() > 0.8
+
+
+def test_the_onnx_graph_applies_the_runs_temperature_as_the_predictor_does(onnx_run_dir, fixture_test):
+    images = fixture_test[0][:100]
+    temperature = load_calibration(onnx_run_dir).temperature
+    assert abs(temperature - 1) > 0.05  # the fixture run is fitted one: there is a temperature to apply
+    model, _ = load_model(onnx_run_dir)
+    raw = predict_proba(model, images)
+    got = OnnxRuntime(onnx_run_dir).predict_proba(images)
+    assert np.abs(got - temper(raw, temperature)).max() < 1e-5
+    assert np.abs(got - raw).max() > 1e-3
+
+
+def test_an_export_made_before_the_run_was_calibrated_again_is_refused(onnx_run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(onnx_run_dir, run)
+    calibration = load_calibration(run)
+    save_calibration(run, replace(calibration, temperature=calibration.temperature * 1.5))
+    with pytest.raises(ServeError, match="exported with temperatures .* calibration.json now says .*export again"):
+        OnnxRuntime(run)
 
 
 def test_onnx_takes_any_batch_size(onnx_run_dir, fixture_test):
