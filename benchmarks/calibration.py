@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from digits.data.kaggle import load_kaggle_csv
-from digits.jsonfile import read_json, write_json
 from digits.data.submission import read_submission
+from digits.jsonfile import read_json, write_json
 from digits.predict.calibration import expected_calibration_error
 from digits.predict.predictor import Predictor, average_members
 from digits.predict.verdict import decide

@@ -18,22 +18,24 @@ import torch
 from helpers import FIXTURES
 from safetensors.torch import load_file, save_file
 
+import digits
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DigitsError, ModelError
 from digits.serve.reader import DigitReader
 from digits.train.config import TrainConfig
 from digits.train.fit import train_model
-from digits.train.run import train_run
 
 TINY = TrainConfig(model="tutorial-mlp", epochs=1, batch_size=64, val_split=0.1, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real finished run: tutorial-mlp, one epoch on the fixture's 2,000 digits."""
+    """A real finished run: tutorial-mlp, one epoch on the fixture's 2,000 digits, calibrated on
+    its 200 validation rows."""
     path = tmp_path_factory.mktemp("trained") / "run"
-    train_run(TINY, load_kaggle_csv(FIXTURES / "train.csv", kind="train"), path,
-              data_source=str(FIXTURES / "train.csv"))
+    digits.run_training(TINY, load_kaggle_csv(FIXTURES / "train.csv", kind="train"), path,
+                        data_source=str(FIXTURES / "train.csv"))
+    assert (path / "calibration.json").is_file()
     return path
 
 
@@ -95,6 +97,15 @@ DAMAGE = {
                              "metrics.json: field 'final' should be an object, found a list", ("report", "serve")),
     "config train a list": (SINGLE, "config.json", lambda d: d.update(train=[1]),
                             "config.json: field 'train' should be an object, found a list", ("predict", "report")),
+    "temperature a string": (SINGLE, "calibration.json", lambda d: d.update(temperature="hot"),
+                             "calibration.json: field 'temperature' should be a number, found a string",
+                             ("predict", "report", "serve")),
+    "temperature zero": (SINGLE, "calibration.json", lambda d: d.update(temperature=0),
+                         "calibration.json: field 'temperature' should be a positive number, found 0",
+                         ("predict", "serve")),
+    "unsure threshold over 1": (SINGLE, "calibration.json", lambda d: d.update(unsure_below=7),
+                                "calibration.json: field 'unsure_below' should be a probability in [0, 1], found 7",
+                                ("predict", "serve")),
     "ensemble without members": (ENSEMBLE, "ensemble.json", lambda d: d.pop("members") and None,
                                  "ensemble.json: missing field 'members' (expected a non-empty list of strings)",
                                  ("predict", "report")),

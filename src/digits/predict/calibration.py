@@ -160,7 +160,7 @@ def unsure_threshold(proba: np.ndarray, rate: float = FLAG_RATE) -> float:
     confidence = np.sort(np.asarray(proba, np.float64).max(axis=1))
     if not len(confidence):
         return DEFAULT_UNSURE_BELOW
-    k = int(math.floor(rate * len(confidence)))  # flag the k least confident rows, no more
+    k = math.floor(rate * len(confidence))  # flag the k least confident rows, no more
     # Between the k-th and (k+1)-th lowest: rows tied at the cut are answered, never flagged.
     return float(confidence[k]) if k < len(confidence) else float(confidence[-1]) + 1e-9
 
@@ -197,9 +197,10 @@ def load_calibration(run_dir: str | os.PathLike[str]) -> Calibration:
     data = read_json(path, CALIBRATION)
     temperature, below = float(data["temperature"]), float(data["unsure_below"])
     if not (math.isfinite(temperature) and temperature > 0):
-        raise RunError(f"{path}: field 'temperature' should be a positive number, found {temperature!r}")
+        raise RunError(f"{path}: field 'temperature' should be a positive number, found {data['temperature']!r}")
     if not 0.0 <= below <= 1.0 + 1e-6:
-        raise RunError(f"{path}: field 'unsure_below' should be a probability in [0, 1], found {below!r}")
+        raise RunError(f"{path}: field 'unsure_below' should be a probability in [0, 1], "
+                       f"found {data['unsure_below']!r}")
     return Calibration(temperature, below, data["source"], dict(data.get("measured") or {}))
 
 

@@ -1,5 +1,5 @@
 """Pictures of data and training: grids of digits, learning curves, the confusion matrix,
-per-class precision and recall.
+per-class precision and recall, the reliability diagram.
 
 ``*_figure`` functions build a figure; ``png_bytes`` renders one in memory (a report writes
 its files only once every picture is ready) and ``plot_*`` save one to a file.
@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -21,8 +22,10 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from digits.atomic import atomic_path  # noqa: E402
-from digits.predict.calibration import ReliabilityBin  # noqa: E402
 from digits.train.history import History  # noqa: E402
+
+if TYPE_CHECKING:  # train/run.py draws its curves with this module: it must not pull in predict
+    from digits.predict.calibration import ReliabilityBin
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
