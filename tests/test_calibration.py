@@ -93,7 +93,7 @@ def test_calibration_json_round_trips_and_a_damaged_one_names_the_file_and_field
     data = json.loads((tmp_path / CALIBRATION_FILE).read_text())
     data["temperature"] = "hot"
     (tmp_path / CALIBRATION_FILE).write_text(json.dumps(data))
-    with pytest.raises(RunError, match=r"calibration.json: field 'temperature' should be a number, found a string"):
+    with pytest.raises(RunError, match=r"calibration.json: field 'temperature' should be a number, found a str"):
         load_calibration(tmp_path)
     data["temperature"] = -1
     (tmp_path / CALIBRATION_FILE).write_text(json.dumps(data))
@@ -154,8 +154,9 @@ def test_an_ensemble_calibrates_each_member_then_the_average_of_their_calibrated
     held_out = train.images[1900:], train.labels[1900:]
     raw = predictor.member_proba(held_out[0], calibrated=False)
     calibrated = [c.apply(p) for c, p in zip(members, raw)]
-    assert fit_temperature(np.mean(calibrated, axis=0), held_out[1]) == pytest.approx(whole.temperature, rel=1e-4)
+    fitted = fit_temperature(np.mean(calibrated, axis=0), held_out[1])
+    assert fitted == pytest.approx(whole.temperature, rel=1e-4)
     images = load_kaggle_csv(FIXTURES / "test.csv", kind="test").images[:50]
-    expected = temper(np.mean([c.apply(p) for c, p in zip(members, predictor.member_proba(images, calibrated=False))],
-                              axis=0), whole.temperature)
+    raw = predictor.member_proba(images, calibrated=False)
+    expected = temper(np.mean([c.apply(p) for c, p in zip(members, raw)], axis=0), whole.temperature)
     np.testing.assert_allclose(predictor.predict_proba(images), expected, atol=1e-6)

@@ -104,7 +104,7 @@ DAMAGE = {
                          "calibration.json: field 'temperature' should be a positive number, found 0",
                          ("predict", "serve")),
     "unsure threshold over 1": (SINGLE, "calibration.json", lambda d: d.update(unsure_below=7),
-                                "calibration.json: field 'unsure_below' should be a probability in [0, 1], found 7",
+                                "field 'unsure_below' should be a probability in [0, 1], found 7",
                                 ("predict", "serve")),
     "ensemble without members": (ENSEMBLE, "ensemble.json", lambda d: d.pop("members") and None,
                                  "ensemble.json: missing field 'members' (expected a non-empty list of strings)",

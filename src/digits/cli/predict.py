@@ -67,7 +67,8 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
                             predictor.precisions)
     if args.probabilities:
         result["probabilities"] = str(Path(args.probabilities).resolve())
-    return finish(args, "predict", result, files, f"{what}: predicted {len(labels)} digits in {seconds:.2f} s")
+    return finish(args, "predict", result, files,
+                  f"{what}: predicted {len(labels)} digits in {seconds:.2f} s")
 
 
 def score(args: argparse.Namespace, created: list[Path]) -> int:

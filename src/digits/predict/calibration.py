@@ -25,7 +25,7 @@ from digits.jsonfile import CALIBRATION, read_json, write_json
 
 CALIBRATION_FILE = "calibration.json"
 ECE_BINS = 15                 # the standard choice (Guo et al. 2017; Naeini et al. 2015)
-FLAG_RATE = 0.008             # share of validation digits flagged in all: clean test digits must stay under 1%
+FLAG_RATE = 0.008             # share of validation digits flagged: clean test digits must stay under 1%
 DEFAULT_UNSURE_BELOW = 0.5    # an uncalibrated run: unsure only when no digit has half the probability
 MIN_FIT_ROWS = 100            # fewer validation rows than this fit nothing worth keeping
 FLOOR = 1e-12                 # log(0) guard: a probability that underflowed still orders the classes
@@ -197,7 +197,8 @@ def load_calibration(run_dir: str | os.PathLike[str]) -> Calibration:
     data = read_json(path, CALIBRATION)
     temperature, below = float(data["temperature"]), float(data["unsure_below"])
     if not (math.isfinite(temperature) and temperature > 0):
-        raise RunError(f"{path}: field 'temperature' should be a positive number, found {data['temperature']!r}")
+        raise RunError(f"{path}: field 'temperature' should be a positive number, "
+                       f"found {data['temperature']!r}")
     if not 0.0 <= below <= 1.0 + 1e-6:
         raise RunError(f"{path}: field 'unsure_below' should be a probability in [0, 1], "
                        f"found {data['unsure_below']!r}")

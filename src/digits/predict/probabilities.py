@@ -14,7 +14,8 @@ from digits.predict.verdict import Decision
 HEADER = "ImageId," + ",".join(f"p{d}" for d in range(10)) + ",label,verdict"
 
 
-def write_probabilities(target: str | os.PathLike[str], proba: np.ndarray, decisions: Sequence[Decision]) -> Path:
+def write_probabilities(target: str | os.PathLike[str], proba: np.ndarray,
+                        decisions: Sequence[Decision]) -> Path:
     """One row per image, ImageId 1..N as in the submission: its calibrated probabilities
     (6 decimals), the label the submission gives it, and the verdict (``answered``,
     ``unsure`` or ``not a digit``); written atomically."""

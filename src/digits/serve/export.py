@@ -49,8 +49,10 @@ class _Averaged(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         views = tta_views(pixels) if self.tta else [pixels]
-        probs = [_temper(torch.stack([torch.softmax(member(view).float(), dim=1) for view in views]).mean(dim=0), t)
-                 for member, t in zip(self.members, self.temperatures)]
+        probs = []
+        for member, temperature in zip(self.members, self.temperatures):
+            mean = torch.stack([torch.softmax(member(view).float(), dim=1) for view in views]).mean(dim=0)
+            probs.append(_temper(mean, temperature))
         return _temper(torch.stack(probs).mean(dim=0), self.ensemble_temperature)  # (N, 10)
 
 

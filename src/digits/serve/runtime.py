@@ -98,7 +98,8 @@ class OnnxRuntime:
         members = len(models.model_dirs)
         member_calibrations = [load_calibration(d) for d in models.model_dirs]
         ensemble = load_calibration(run_dir) if models.kind == "ensemble" else None
-        self.calibration = member_calibrations[0] if ensemble is None else ensemble  # the whole's, as the Predictor's
+        # Of the whole, as the Predictor's: an ensemble's own, or its one model's.
+        self.calibration = member_calibrations[0] if ensemble is None else ensemble
         temperatures = temperature_record(member_calibrations, ensemble)
         path = self.run_dir / ONNX_FILE
         if not path.is_file():
@@ -118,11 +119,11 @@ class OnnxRuntime:
             raise ServeError(f"{path}: exported from weights {exported_from}, but the run now holds "
                              f"{self._card.version}; export again")
         # An export older than calibration applies none: temperature 1 everywhere.
-        none = temperature_record([Calibration()] * members, Calibration() if models.kind == "ensemble" else None)
+        none = temperature_record([Calibration()] * members, None if ensemble is None else Calibration())
         exported_with = metadata.get(ONNX_CALIBRATION_KEY, none)
         if exported_with != temperatures:
-            raise ServeError(f"{path}: exported with temperatures {exported_with}, but the run's calibration.json "
-                             f"now says {temperatures}; export again")
+            raise ServeError(f"{path}: exported with temperatures {exported_with}, but the run's "
+                             f"calibration.json now says {temperatures}; export again")
         self.input_name = self.session.get_inputs()[0].name
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
