@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))  # corruptions.py, optdigits.py, drawn.py, machine
 from corruptions import CORRUPTIONS  # noqa: E402
 from machine import describe  # noqa: E402
 
-from digits.atomic import write_text  # noqa: E402
+from digits.atomic import output_kind, write_text  # noqa: E402
 from digits.data.dataset import DigitSet  # noqa: E402
 from digits.data.identity import image_hashes, read_fingerprint, rows_hash  # noqa: E402
 from digits.data.kaggle import load_kaggle_csv  # noqa: E402
@@ -299,24 +299,24 @@ def table(outcomes: list[Outcome], sets: list[TestSet]) -> str:
 
 def picture(sets: list[TestSet], seed: int) -> bytes:
     """PNG: a row of ``EXAMPLES`` digits per test set (the same held-out digits in each
-    MNIST-derived row), chosen from ``seed``."""
+    MNIST-derived row), chosen from ``seed``; one image, so it draws fast."""
     import matplotlib.pyplot as plt
 
     from digits.report.plots import png_bytes
 
     shown = [t for t in sets if t.kind != "severity"]
-    fig, axes = plt.subplots(len(shown), 1, figsize=(EXAMPLES * 0.9, len(shown) * 0.95), squeeze=False)
-    for ax, test in zip(axes[:, 0], shown):
+    cell = 30  # a 28-pixel digit in a one-pixel grey frame
+    mosaic = np.full((len(shown) * cell, EXAMPLES * cell), 128, np.uint8)
+    for row, test in enumerate(shown):
         count = min(EXAMPLES, len(test.images))
         rng = set_rng(seed, "picture of the held-out digits" if test.held_out_rows else f"picture {test.name}")
-        picks = np.sort(rng.choice(len(test.images), count, replace=False)) if count else np.zeros(0, int)
-        strip = np.concatenate([np.pad(test.images[i], 1, constant_values=128) for i in picks], axis=1) \
-            if count else np.zeros((30, 30), np.uint8)
-        ax.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(test.name.replace(" (", "\n("), rotation=0, ha="right", va="center", fontsize=8)
-    axes[0, 0].set_title(f"Robustness test sets: {EXAMPLES} examples each (seed {seed})", fontsize=9)
+        for column, index in enumerate(np.sort(rng.choice(len(test.images), count, replace=False))):
+            mosaic[row * cell + 1:row * cell + 29, column * cell + 1:column * cell + 29] = test.images[index]
+    fig, ax = plt.subplots(figsize=(EXAMPLES * 0.75 + 2.6, len(shown) * 0.75 + 0.4))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks(np.arange(len(shown)) * cell + cell / 2, [t.name for t in shown], fontsize=8)
+    ax.set_title(f"Robustness test sets: {EXAMPLES} examples each (seed {seed})", fontsize=9)
     return png_bytes(fig)
 
 
@@ -399,6 +399,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"  {message}", file=sys.stderr, flush=True)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = args.out or HERE / "results" / f"robustness-{machine_slug(device)}.json"
+    png = args.picture or out.with_suffix(".png")
+    results = None if args.no_record else args.results
+    for target in (out, png, *(run_dir / RESULT_FILE for run_dir in args.runs), *filter(None, [results])):
+        output_kind(target)  # a folder or a path under a file: refused now, not after all the work
     readers = [open_run(run_dir, device) for run_dir in args.runs]
     if args.peers:
         readers += train_peers(training_rows(args.runs[0], args.train), args.seed, log)
@@ -415,12 +420,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     machine = describe(str(device))
     markdown = table(outcomes, sets)
     print(f"machine: {machine}\nheld out: {held_out}\nseed {args.seed}\n\n{markdown}")
-    out = args.out or HERE / "results" / f"robustness-{machine_slug(device)}.json"
     facts = {"benchmark": "benchmarks/robustness.py", "date": dt.datetime.now().isoformat(timespec="seconds"),
              "machine": machine, "command": "python benchmarks/robustness.py " + shlex.join(argv),
              "seed": args.seed, "held_out": held_out, "severities": args.severities}
-    record(outcomes, sets, facts, out, args.picture or out.with_suffix(".png"),
-           None if args.no_record else args.results, markdown)
+    record(outcomes, sets, facts, out, png, results, markdown)
     return 0
 
 
