@@ -327,6 +327,14 @@ def machine_slug(device: torch.device) -> str:
     return f"cuda-{name}" if hw.kind == "cuda" else f"{hw.kind}-{name}-{hw.isa}-{hw.cores}core"
 
 
+def shown(path: Path) -> str:
+    """``path`` as the record shows it: relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def record(outcomes: list[Outcome], sets: list[TestSet], facts: dict[str, object], out: Path, png: Path,
            results: Path | None, markdown: str) -> None:
     """The JSON, each run's robustness.json, the picture and the RESULTS.md section."""
@@ -335,16 +343,16 @@ def record(outcomes: list[Outcome], sets: list[TestSet], facts: dict[str, object
     per_set = [{"name": t.name, "kind": t.kind, "rows": int(len(t.labels)), "severity": t.severity,
                 "note": t.note} for t in sets]
     models = [{"name": o.reader.name, "kind": o.reader.kind, "model": o.reader.describe,
-               "run_dir": str(o.reader.run_dir) if o.reader.run_dir else None,
+               "run_dir": shown(o.reader.run_dir) if o.reader.run_dir else None,
                "accuracy": o.accuracy, "summary": summary(o, sets), "seconds": round(o.seconds, 2)}
               for o in outcomes]
     write_bytes(png, picture(sets, int(facts["seed"])))
-    write_json(out, {**facts, "picture": str(png), "sets": per_set, "models": models})
+    write_json(out, {**facts, "picture": shown(png), "sets": per_set, "models": models})
     peers = [m for m in models if m["kind"] == "peer"]
     for model in models:
         if model["run_dir"]:
             write_json(Path(model["run_dir"]) / RESULT_FILE,
-                       {**facts, "results": str(out), "picture": str(png), "sets": per_set,
+                       {**facts, "results": shown(out), "picture": shown(png), "sets": per_set,
                         "accuracy": model["accuracy"], "summary": model["summary"],
                         "peers": [{"name": p["name"], "model": p["model"], "summary": p["summary"]}
                                   for p in peers]})
@@ -352,7 +360,7 @@ def record(outcomes: list[Outcome], sets: list[TestSet], facts: dict[str, object
         before = results.read_text() if results.is_file() else ""
         write_text(results, before + f"\n## robustness.py {facts['date']}\n\n- machine: {facts['machine']}\n"
                    f"- command: `{facts['command']}`\n- held out: {facts['held_out']}\n"
-                   f"- raw: `{out}`, picture `{png}`\n\n{markdown}\n")
+                   f"- raw: `{shown(out)}`, picture `{shown(png)}`\n\n{markdown}\n")
 
 
 # --- the command -----------------------------------------------------------------------------
