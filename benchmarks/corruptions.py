@@ -390,6 +390,15 @@ def _non_maximum(magnitude: np.ndarray, grad_rows: np.ndarray, grad_cols: np.nda
     return kept
 
 
+def _sobel(x: np.ndarray, axis: int) -> np.ndarray:
+    """scipy's ``ndimage.sobel`` (mode ``reflect``, as scikit-image's canny calls it) along
+    ``axis`` of each image: written out, since on a stack scipy's would also smooth across
+    neighbouring images."""
+    across = 2 if axis == 1 else 1
+    derivative = ndimage.correlate1d(x, [-1.0, 0.0, 1.0], axis=axis, mode="reflect")
+    return ndimage.correlate1d(derivative, [1.0, 2.0, 1.0], axis=across, mode="reflect")
+
+
 def canny_edges(images: Images, rng: np.random.Generator) -> Images:
     """The digit's outline as white edges on black: scikit-image's ``feature.canny`` with its
     defaults (sigma 1, thresholds 0.1 and 0.2 of a float image), written with scipy. Smoothing
@@ -399,8 +408,7 @@ def canny_edges(images: Images, rng: np.random.Generator) -> Images:
     x = _unit(images)
     smooth = _blur(x, CANNY_SIGMA, mode="constant") / (_blur(np.ones_like(x), CANNY_SIGMA, mode="constant")
                                                        + np.finfo(float).eps)
-    grad_rows = ndimage.sobel(smooth, axis=1)
-    grad_cols = ndimage.sobel(smooth, axis=2)
+    grad_rows, grad_cols = _sobel(smooth, 1), _sobel(smooth, 2)
     magnitude = np.hypot(grad_rows, grad_cols)
     thin = _non_maximum(magnitude, grad_rows, grad_cols)
     low, high = thin & (magnitude >= CANNY_LOW), thin & (magnitude >= CANNY_HIGH)

@@ -50,6 +50,17 @@ def test_each_corruption_keeps_shape_and_dtype_changes_the_digits_and_repeats_fo
         assert not np.array_equal(once, corruption(digits, np.random.default_rng(8)))
 
 
+@pytest.mark.parametrize("name", [n for n in CORRUPTIONS if n != "shot_noise"])
+def test_each_digit_is_corrupted_on_its_own_whatever_the_others_in_the_batch(digits, name):
+    # A whole batch goes through each filter at once; no digit may bleed into its neighbours.
+    # (Shot noise is left out: NumPy's Poisson sampler draws more numbers for a brighter pixel,
+    # so changing one digit moves the others' draws, not their ink.)
+    other = digits.copy()
+    other[0] = 255 - other[0]
+    assert np.array_equal(CORRUPTIONS[name](digits, np.random.default_rng(4))[1:],
+                          CORRUPTIONS[name](other, np.random.default_rng(4))[1:])
+
+
 def test_there_are_mnist_c_s_fifteen_at_its_published_severities():
     assert list(CORRUPTIONS) == ["shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale",
                                  "rotate", "brightness", "translate", "stripe", "fog", "spatter", "dotted_line",
