@@ -247,6 +247,18 @@ def test_the_benchmark_tests_only_never_seen_rows_and_writes_json_picture_result
     assert f"{record['models'][0]['summary']['corruptions_mean']:.4f}" in page
 
 
+def test_a_damaged_robustness_json_is_named_in_the_report_instead_of_stopping_it(trained_run, tmp_path):
+    import shutil
+
+    from digits.report import write_report
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "robustness.json").write_text('{"date": 3}')
+    page = write_report(run, tmp_path / "report.html").read_text()
+    assert '<section id="robustness">' in page and "Not shown:" in page and "robustness.json" in page
+
+
 def test_the_same_seed_gives_the_same_test_sets_and_picture(trained_run, mixed_data, tmp_path):
     import robustness
 
