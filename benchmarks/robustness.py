@@ -140,13 +140,25 @@ def training_rows(run_dir: Path, train_file: Path | None) -> DigitSet:
     record, settings = config.get("data", {}), config.get("train", {})
     source = train_file or Path(str(record.get("source", "")))
     if not source.is_file():
-        raise DataError(f"{source}: the training file of {run_dir} is not there; name it with --train CSV")
-    data = load_kaggle_csv(source, kind="train")
+        raise DataError(f"{source}: the training file of {run_dir} is not there; name it with --train FILE")
+    data = read_training_file(source)
     if record.get("rows_hash") and rows_hash(data) != record["rows_hash"]:
         raise DataError(f"{source}: not the rows {run_dir} trained on (its row hash differs from the run's "
-                        "config.json); name the right file with --train CSV")
+                        "config.json); name the right file with --train FILE")
     train, _ = data.split_last(float(settings.get("val_split") or 0.0))
     return train
+
+
+def read_training_file(path: Path) -> DigitSet:
+    """A Kaggle train.csv (or zip), or the standard split's training half from an
+    ``mnist-standard.npz`` (``x_train``, ``y_train``) as ``digits data prepare`` writes it."""
+    if path.suffix != ".npz":
+        return load_kaggle_csv(path, kind="train")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return DigitSet(arrays["x_train"], arrays["y_train"].astype(np.int64), str(path))
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: expected an mnist-standard.npz with x_train and y_train ({exc})") from None
 
 
 def train_peers(train: DigitSet, seed: int, log: Callable[[str], None]) -> list[Reader]:
@@ -371,8 +383,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers", action="store_true",
                         help="also train the published one-epoch recipe and the tutorial MLP (plain PyTorch) "
                              "on the first run's training rows, and test them side by side")
-    parser.add_argument("--train", type=Path, metavar="CSV",
-                        help="the first run's training file, where its config.json's path no longer finds it")
+    parser.add_argument("--train", type=Path, metavar="FILE",
+                        help="the first run's training file (train.csv, or mnist-standard.npz for a run on the "
+                             "standard split), where its config.json's path does not find it")
     parser.add_argument("--data", type=Path, default=Path("data"),
                         help="folder from `digits data prepare` (default: data)")
     parser.add_argument("--heldout", choices=("kaggle", "standard"), default="kaggle",
