@@ -249,7 +249,8 @@ def _optdigits() -> TestSet:
 
     images, labels, found = load_optdigits()
     return TestSet("optdigits (UCI, other writers)", "other", images, labels, found,
-                   note="scikit-learn's load_digits, 8x8 scans rendered and preprocessed", held_out_rows=False)
+                   note="scikit-learn's load_digits, 8x8 scans rendered and preprocessed",
+                   held_out_rows=False)
 
 
 def _strokes(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> TestSet:
@@ -289,8 +290,8 @@ def summary(outcome: Outcome, sets: list[TestSet]) -> dict[str, object]:
 
 def table(outcomes: list[Outcome], sets: list[TestSet]) -> str:
     """A Markdown table: one row per test set, one column per model."""
-    head = "| test set | rows | " + " | ".join(f"{o.reader.name} ({o.reader.describe})" for o in outcomes) + " |"
-    lines = [head, "| --- | ---: |" + " ---: |" * len(outcomes)]
+    models = " | ".join(f"{o.reader.name} ({o.reader.describe})" for o in outcomes)
+    lines = [f"| test set | rows | {models} |", "| --- | ---: |" + " ---: |" * len(outcomes)]
 
     def row(name: str, rows: str, cells: list[str]) -> None:
         lines.append(f"| {name} | {rows} | " + " | ".join(cells) + " |")
@@ -301,7 +302,8 @@ def table(outcomes: list[Outcome], sets: list[TestSet]) -> str:
         row(label, f"{len(test.labels):,}", [f"{o.accuracy[test.name]:.4f}" for o in outcomes])
         if test.name == corrupted[-1]:  # the summary right under the last of MNIST-C's 15
             sums = [summary(o, sets) for o in outcomes]
-            row(f"**MNIST-C mean of {len(corrupted)}**", "", [f"**{s['corruptions_mean']:.4f}**" for s in sums])
+            row(f"**MNIST-C mean of {len(corrupted)}**", "",
+                [f"**{s['corruptions_mean']:.4f}**" for s in sums])
             row("**MNIST-C worst**", "", [f"**{s['corruptions_worst']:.4f}** ({s['corruptions_worst_name']})"
                                           for s in sums])
     return "\n".join(lines)
@@ -321,7 +323,9 @@ def picture(sets: list[TestSet], seed: int) -> bytes:
     mosaic = np.full((len(shown) * cell, EXAMPLES * cell), 128, np.uint8)
     for row, test in enumerate(shown):
         count = min(EXAMPLES, len(test.images))
-        rng = set_rng(seed, "picture of the held-out digits" if test.held_out_rows else f"picture {test.name}")
+        # The MNIST-derived rows show the same digits, each as that set makes it.
+        rng = set_rng(seed, "picture of the held-out digits" if test.held_out_rows
+                      else f"picture {test.name}")
         for column, index in enumerate(np.sort(rng.choice(len(test.images), count, replace=False))):
             mosaic[row * cell + 1:row * cell + 29, column * cell + 1:column * cell + 29] = test.images[index]
     fig, ax = plt.subplots(figsize=(EXAMPLES * 0.75 + 2.6, len(shown) * 0.75 + 0.4))
@@ -352,7 +356,7 @@ def record(outcomes: list[Outcome], sets: list[TestSet], facts: dict[str, object
     """The JSON, each run's robustness.json, the picture and the RESULTS.md section."""
     from digits.atomic import write_bytes
 
-    per_set = [{"name": t.name, "kind": t.kind, "rows": int(len(t.labels)), "severity": t.severity,
+    per_set = [{"name": t.name, "kind": t.kind, "rows": len(t.labels), "severity": t.severity,
                 "note": t.note} for t in sets]
     models = [{"name": o.reader.name, "kind": o.reader.kind, "model": o.reader.describe,
                "run_dir": shown(o.reader.run_dir) if o.reader.run_dir else None,
@@ -378,25 +382,28 @@ def record(outcomes: list[Outcome], sets: list[TestSet], facts: dict[str, object
 # --- the command -----------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories to test")
     parser.add_argument("--peers", action="store_true",
                         help="also train the published one-epoch recipe and the tutorial MLP (plain PyTorch) "
                              "on the first run's training rows, and test them side by side")
     parser.add_argument("--train", type=Path, metavar="FILE",
-                        help="the first run's training file (train.csv, or mnist-standard.npz for a run on the "
-                             "standard split), where its config.json's path does not find it")
+                        help="the first run's training file (train.csv, or mnist-standard.npz for a run on "
+                             "the standard split), where its config.json's path does not find it")
     parser.add_argument("--data", type=Path, default=Path("data"),
                         help="folder from `digits data prepare` (default: data)")
     parser.add_argument("--heldout", choices=("kaggle", "standard"), default="kaggle",
-                        help="kaggle: test.csv + solution.csv (default); standard: MNIST's 10,000 test digits")
+                        help="kaggle: test.csv + solution.csv (default); standard: MNIST's 10,000 test "
+                             "digits")
     parser.add_argument("--limit", type=int, default=10_000,
                         help="held-out digits to use, the first never-seen ones (default 10,000, as MNIST-C)")
     parser.add_argument("--severities", choices=("published", "all"), default="published",
                         help="published: MNIST-C's one severity per corruption (default); all: severities "
                              "1-5 too, where a corruption has them")
     parser.add_argument("--seed", type=int, default=0, help="every random choice follows it (default 0)")
-    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/robustness-<machine>.json)")
+    parser.add_argument("--out", type=Path,
+                        help="JSON file (default benchmarks/results/robustness-<machine>.json)")
     parser.add_argument("--picture", type=Path, help="PNG of examples (default: the JSON's name, .png)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to append the table to")
     parser.add_argument("--no-record", action="store_true", help="do not append to the Markdown file")

@@ -62,9 +62,9 @@ def test_each_digit_is_corrupted_on_its_own_whatever_the_others_in_the_batch(dig
 
 
 def test_there_are_mnist_c_s_fifteen_at_its_published_severities():
-    assert list(CORRUPTIONS) == ["shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale",
-                                 "rotate", "brightness", "translate", "stripe", "fog", "spatter", "dotted_line",
-                                 "zigzag", "canny_edges"]
+    assert list(CORRUPTIONS) == ["shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear",
+                                 "scale", "rotate", "brightness", "translate", "stripe", "fog", "spatter",
+                                 "dotted_line", "zigzag", "canny_edges"]
     published = {name: c.published for name, c in CORRUPTIONS.items()}
     assert published == {"shot_noise": 5, "impulse_noise": 4, "glass_blur": 1, "motion_blur": 1, "shear": 2,
                          "scale": 3, "rotate": 2, "brightness": 5, "translate": 3, "stripe": None, "fog": 5,
@@ -169,8 +169,10 @@ def test_no_module_of_digits_imports_the_corruptions_nor_uses_them_to_augment():
                 modules = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 modules = [node.module or ""]
-            elif isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("__import__", "import_module"):
-                modules = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("__import__",
+                                                                                   "import_module"):
+                modules = [a.value for a in node.args
+                           if isinstance(a, ast.Constant) and isinstance(a.value, str)]
             offenders += [f"{path}: imports {m}" for m in modules
                           if m.split(".")[0] in ("benchmarks", "corruptions") or m.endswith(".corruptions")]
             named = getattr(node, "id", None) or getattr(node, "attr", None) or (
@@ -235,7 +237,8 @@ def test_the_benchmark_tests_only_never_seen_rows_and_writes_json_picture_result
 
     with Image.open(out.with_suffix(".png")) as picture:
         assert picture.format == "PNG" and picture.height > 19 * 40
-    assert sorted(p.name for p in out.parent.iterdir()) == ["robustness.json", "robustness.png"]  # no temp files
+    # Whole files, no temporary copies left beside them.
+    assert sorted(p.name for p in out.parent.iterdir()) == ["robustness.json", "robustness.png"]
     assert results.read_text().startswith("# Results\n\n## robustness.py ")
     assert "| MNIST-C zigzag | 30 |" in results.read_text()
 
@@ -269,7 +272,10 @@ def test_the_same_seed_gives_the_same_test_sets_and_picture(trained_run, mixed_d
     first = robustness.build_sets(images, labels, 5, False, lambda _: None)
     second = robustness.build_sets(images, labels, 5, False, lambda _: None)
     other = robustness.build_sets(images, labels, 6, False, lambda _: None)
-    assert [image_hashes(s.images).tolist() for s in first] == [image_hashes(s.images).tolist() for s in second]
+    def hashes(sets: list) -> list:
+        return [image_hashes(s.images).tolist() for s in sets]
+
+    assert hashes(first) == hashes(second)
     assert robustness.picture(first, 5) == robustness.picture(second, 5)
     assert not np.array_equal(first[-1].images, other[-1].images)  # the strokes follow the seed
 
@@ -289,7 +295,8 @@ def test_a_run_whose_every_test_row_was_trained_on_is_a_one_line_error(trained_r
     assert not out.exists()
 
 
-def test_an_output_under_a_file_is_refused_before_any_work_and_nothing_is_written(trained_run, tmp_path, capsys):
+def test_an_output_under_a_file_is_refused_before_any_work_and_nothing_is_written(trained_run, tmp_path,
+                                                                                   capsys):
     import robustness
 
     blocker = tmp_path / "a-file"

@@ -12,9 +12,10 @@ from digits.jsonfile import ListOf, read_json
 from digits.report import html, numbers
 
 ROBUSTNESS_FILE = "robustness.json"
-SUMMARY = {"clean": float, "corruptions_mean": float, "corruptions_worst": float, "corruptions_worst_name": str}
-SCHEMA = {"date": str, "machine": str, "held_out": str, "command": str, "summary": SUMMARY,
-          "accuracy": dict, "sets": ListOf({"name": str, "rows": int}), "peers": ListOf({"name": str, "summary": dict})}
+SUMMARY = {"clean": float, "corruptions_mean": float, "corruptions_worst": float,
+           "corruptions_worst_name": str}
+SCHEMA = {"date": str, "machine": str, "held_out": str, "command": str, "summary": SUMMARY, "accuracy": dict,
+          "sets": ListOf({"name": str, "rows": int}), "peers": ListOf({"name": str, "summary": dict})}
 HEADLINES = (("clean", "clean held-out digits"), ("corruptions_mean", "MNIST-C, mean of its corruptions"),
              ("corruptions_worst", "MNIST-C, the worst corruption"))
 
@@ -35,13 +36,15 @@ def robustness_section(run_dir: str | Path) -> str | None:
     rows = [(label + (f" ({summary['corruptions_worst_name']})" if key == "corruptions_worst" else ""),
              *(numbers.fraction(_number(s.get(key))) for s in [summary] + [p["summary"] for p in peers]))
             for key, label in HEADLINES + tuple((n, n) for n in names)]
-    details = [(s["name"], numbers.count(s["rows"]), numbers.fraction(_number(record["accuracy"].get(s["name"]))))
+    accuracy = record["accuracy"]
+    details = [(s["name"], numbers.count(s["rows"]), numbers.fraction(_number(accuracy.get(s["name"]))))
                for s in record["sets"]]
     return html.section(
         "robustness", "Robustness",
         html.paragraph(f"Measured by `{record['command']}` on {record['date']}, {record['machine']}. "
                        f"Held out: {record['held_out']}."),
-        html.table(("accuracy on", "this run", *(p["name"] for p in peers)), rows, numeric=range(1, 2 + len(peers))),
+        html.table(("accuracy on", "this run", *(p["name"] for p in peers)), rows,
+                   numeric=range(1, 2 + len(peers))),
         html.table(("test set", "rows", "accuracy"), details, numeric=(1, 2)))
 
 
