@@ -48,10 +48,10 @@ from digits.data.dataset import DigitSet  # noqa: E402
 from digits.data.identity import image_hashes, read_fingerprint, rows_hash  # noqa: E402
 from digits.data.kaggle import load_kaggle_csv  # noqa: E402
 from digits.data.prepare import load_standard_split  # noqa: E402
+from digits.data.submission import read_submission  # noqa: E402
 from digits.errors import DataError, DigitsError, RunError  # noqa: E402
 from digits.hardware import hardware  # noqa: E402
 from digits.jsonfile import read_json, write_json  # noqa: E402
-from digits.predict.submission import read_submission  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 RESULT_FILE = "robustness.json"  # in each run directory; the run report shows it
@@ -119,17 +119,17 @@ def run_fingerprint(run_dir: Path) -> np.ndarray:
 
 def open_run(run_dir: Path, device: torch.device) -> Reader:
     """A run directory as a Reader: its probabilities come from ``digits.predict.predictor``."""
-    from digits.predict.predictor import load_predictor
+    from digits.predict.predictor import Predictor
 
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     fingerprint = run_fingerprint(run_dir)
-    predictor = load_predictor(run_dir, device)  # the one place a run's probabilities come from
+    predictor = Predictor.open(run_dir, device)  # the one place a run's probabilities come from
     config = read_json(model_dirs(run_dir)[0] / "config.json").get("train", {})
     epochs = config.get("epochs", "?")
     what = f"{config.get('model', '?')}, {epochs} epoch{'' if epochs == 1 else 's'}"
-    if len(predictor.models) > 1:
-        what += f", {len(predictor.models)} members"
+    if len(predictor.members) > 1:
+        what += f", {len(predictor.members)} members"
     return Reader(run_dir.name, "run", what, predictor.predict_proba, fingerprint, run_dir)
 
 

@@ -21,7 +21,7 @@ import corruptions  # noqa: E402
 from corruptions import CORRUPTIONS  # noqa: E402
 
 from digits.data.kaggle import load_kaggle_csv, write_kaggle_csv  # noqa: E402
-from digits.predict.submission import read_submission, write_submission  # noqa: E402
+from digits.data.submission import read_submission, write_submission  # noqa: E402
 
 WITHOUT_RANDOMNESS = {"scale", "brightness", "stripe", "canny_edges"}  # MNIST-C draws nothing for these
 # One parameter that grows with the severity: each level changes the digits more than the last.
