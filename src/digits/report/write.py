@@ -41,6 +41,7 @@ from digits.report.plots import (
     reliability_figure,
 )
 from digits.report.record import RunRecord, read_run
+from digits.report.robustness import robustness_section
 from digits.train.run import no_held_out_note
 from digits.version import __version__
 
@@ -81,6 +82,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     if record.members:
         sections.append(_members(record, evaluation))
     sections += _evaluation_sections(evaluation, picture, mistakes, samples, load_calibration(record.path))
+    sections += filter(None, [robustness_section(record.path)])  # when benchmarks/robustness.py ran on it
     written = dt.datetime.now().isoformat(sep=" ", timespec="seconds")
     text = html.page(f"Report: {record.name}", f"{KIND_NAMES[record.kind]}, {record.model}; "
                      f"{record.path}; written {written} by digits {__version__}", sections)
