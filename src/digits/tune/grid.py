@@ -22,7 +22,6 @@ import torch
 from digits.data.dataset import DigitSet
 from digits.errors import DigitsError, did_you_mean
 from digits.hardware import choose_precision, hardware, use_threads
-from digits.models.layers import Classifier
 from digits.models.registry import create_model
 from digits.train.callbacks import StepCounter
 from digits.train.config import TrainConfig
@@ -160,15 +159,3 @@ def balanced_parts(widths: Sequence[int], parts: int) -> list[list[int]]:
 def best_cell(cells: list[CellResult]) -> CellResult:
     """The cell with the highest mean score; the first one on ties, as GridSearchCV ranks."""
     return max(cells, key=lambda c: c.mean)
-
-
-def refit(cell: CellResult, spec: GridSpec, data: DigitSet, seed: int = 0,
-          progress: Progress | None = None) -> tuple[Classifier, History]:
-    """Train the cell's model on every row (GridSearchCV's ``refit=True``)."""
-    torch.manual_seed(seed)
-    model = create_model("tutorial-mlp", hidden=cell.hidden)
-    if progress is not None:
-        progress.begin(f"refit {cell.hidden} units, lr {cell.lr:g}", spec.epochs * math.ceil(len(data) / spec.batch_size))
-    history = fit_side_by_side([model], data, spec.config(cell.lr, seed, cell.hidden, on_cpu=True),
-                               callbacks=[StepCounter(progress.advance)] if progress is not None else ())[0]
-    return model, history

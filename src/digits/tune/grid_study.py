@@ -14,7 +14,7 @@ from rich.table import Table
 
 from digits.console import WorkBar
 from digits.data.dataset import DigitSet
-from digits.tune.grid import CellResult, GridSpec, best_cell, refit, run_grid
+from digits.tune.grid import CellResult, GridSpec, best_cell, run_grid
 
 
 class GridProgress:
@@ -66,46 +66,38 @@ def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder
     best = best_cell(cells)
     files = {"cv_results": write_cv_results(folder / "cv_results.csv", cells),
              "histories": write_grid_histories(folder / "histories.csv", cells)}
-    model, history = refit(best, spec, data, seed, progress)
-    refit_files, score = _save_refit(folder / "refit", model, history, best, spec, data, test, seed)
+    refit_files, score = _refit(folder / "refit", best, spec, data, test, seed, progress)
     study, study_files = _record_study(cells, spec, folder, study_name, storage_url)
     files |= refit_files | study_files
     return GridStudyResult(cells, best, grid_table(cells, spec.lrs), files, score, study)
 
 
-def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec: GridSpec, data: DigitSet,
-                test: DigitSet | None, seed: int) -> tuple[dict[str, Path], float | None]:
-    """The refit's run directory and the best cell as a preset; the files and the score."""
-    from digits.data.identity import data_record, write_fingerprint
+def _refit(run_dir: Path, best: CellResult, spec: GridSpec, data: DigitSet, test: DigitSet | None, seed: int,
+           progress: GridProgress) -> tuple[dict[str, Path], float | None]:
+    """Train the best cell on every row (GridSearchCV's ``refit=True``) into a run directory, write
+    the cell as a preset, and score the refit when the test set has an answer key beside it."""
     from digits.jsonfile import write_json
     from digits.output import run_files
-    from digits.predict.scores import check_not_trained_on
     from digits.predict.predictor import predict_labels
+    from digits.predict.scores import check_not_trained_on
     from digits.predict.submission import score_submission, write_submission
     from digits.presets import write_preset
-    from digits.report.plots import plot_learning_curves
-    from digits.runs import environment, save_model
-    from digits.train.run import TRAINING_ROWS
+    from digits.train.callbacks import StepCounter
+    from digits.train.run import train_run
 
-    config = spec.config(best.lr, seed, best.hidden)
-    write_fingerprint(run_dir / TRAINING_ROWS, data.images)
-    write_json(run_dir / "config.json", {"train": config.to_dict(), "environment": environment(),
-                                         "data": {**data_record(data.origin, data), "train_rows": len(data),
-                                                  "val_rows": 0, "fingerprint": TRAINING_ROWS}})
-    history.save(run_dir / "history.csv")
-    plot_learning_curves(history, run_dir / "curves.png", title=f"refit: {best.hidden} units, lr {best.lr:g}")
-    save_model(run_dir, model, "tutorial-mlp", {"hidden": best.hidden})
-    preset = write_preset(run_dir.parent / "best.toml", config,
+    progress.begin(f"refit {best.hidden} units, lr {best.lr:g}", spec.epochs * -(-len(data) // spec.batch_size))
+    run = train_run(spec.config(best.lr, seed, best.hidden, on_cpu=True), data, run_dir, [StepCounter(progress.advance)])
+    preset = write_preset(run_dir.parent / "best.toml", spec.config(best.lr, seed, best.hidden),
                           f"grid {spec.name}: best cell, CV accuracy {best.mean:.6f} ± {best.std:.4f}",
                           f"about {best.mean:.4f} on held-out rows ({spec.folds}-fold cross-validation)")
     score = None
     if test is not None:
-        submission = write_submission(run_dir / "submission.csv", predict_labels(model, test.images))
+        submission = write_submission(run_dir / "submission.csv", predict_labels(run.model, test.images))
         solution = Path(test.origin).parent / "solution.csv"
         if solution.is_file():
             check_not_trained_on(submission, solution, test=test.origin)
             score = score_submission(submission, solution)
-            write_json(run_dir / "metrics.json", {"score": score, "cv_mean": best.mean, "cv_std": best.std})
+            write_json(run_dir / "metrics.json", run.metrics | {"score": score, "cv_mean": best.mean, "cv_std": best.std})
     files = {"best_preset": preset} | {f"refit_{label}": path for label, path in run_files(run_dir).items()}
     return files, score
 

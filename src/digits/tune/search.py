@@ -199,8 +199,8 @@ def start_workers(settings: WorkerSettings, count: int,
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The study as the storage has it now; ``epochs`` holds (number, epochs done, epochs
-    planned) for each running trial, from the history its worker records every epoch."""
+    """The study as the storage has it now; ``steps`` holds (number, optimizer steps done, steps
+    planned) for each running trial, as its worker records them (``ReportToTrial``)."""
 
     finished: int
     running: int
@@ -208,7 +208,7 @@ class Snapshot:
     best_value: float | None
     best_number: int | None
     best_params: dict[str, Any]
-    epochs: tuple[tuple[int, int, int], ...] = ()
+    steps: tuple[tuple[int, int, int], ...] = ()
 
 
 def snapshot(study: Any) -> Snapshot:
@@ -223,8 +223,7 @@ def snapshot(study: Any) -> Snapshot:
                     sum(t.state == state.FAIL for t in trials),
                     best.value if best else None, best.number if best else None,
                     dict(best.params) if best else {},
-                    tuple((t.number, len(t.user_attrs.get("history", ())),
-                           int(t.user_attrs.get("config", {}).get("epochs", 0))) for t in running))
+                    tuple((t.number, *t.user_attrs.get("steps", (0, 0))) for t in running))
 
 
 def watch(study: Any, until: Callable[[], bool], on_change: Callable[[Snapshot], None],
