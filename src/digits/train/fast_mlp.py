@@ -22,6 +22,7 @@ when it ends, so evaluation, callbacks and checkpoints see ordinary modules and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -59,9 +60,8 @@ def mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
     if len(modules) < 2 or not isinstance(modules[0], nn.Flatten) or len(modules) % 2:
         return None
     linears, relus = modules[1::2], modules[2::2]
-    if not all(type(m) is nn.Linear and m.bias is not None for m in linears):
-        return None
-    if not all(type(m) is nn.ReLU for m in relus):
+    if not all(type(m) is nn.Linear and m.bias is not None for m in linears) or any(type(m) is not nn.ReLU
+                                                                                for m in relus):
         return None
     if linears[0].in_features != 784 or any(a.out_features != b.in_features for a, b in zip(linears, linears[1:])):
         return None
@@ -80,13 +80,9 @@ def is_small_mlp(model: nn.Module) -> bool:
 
 def _flat(shapes: Sequence[tuple[int, ...]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One zeroed buffer and views of it shaped as ``shapes``, back to back."""
-    flat = torch.zeros(sum(int(np.prod(s)) for s in shapes))
-    views, offset = [], 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        views.append(flat[offset:offset + size].view(shape))
-        offset += size
-    return flat, views
+    sizes = [math.prod(s) for s in shapes]
+    flat = torch.zeros(sum(sizes))
+    return flat, [part.view(shape) for part, shape in zip(flat.split(sizes), shapes)]
 
 
 class UpdateRule:
@@ -100,7 +96,6 @@ class UpdateRule:
     def __init__(self, kind: str, params: torch.Tensor, state: dict[str, torch.Tensor], steps: int,
                  started: bool) -> None:
         self.kind, self.params, self.state, self.steps, self.started = kind, params, state, steps, started
-        self.avg = torch.empty_like(params)
 
     def step(self, grad: torch.Tensor, group: dict) -> None:
         self.steps += 1

@@ -53,8 +53,8 @@ def choose_engine(models: Sequence[nn.Module], config: TrainConfig, device: torc
     return [engine for engine in ENGINES if engine.supports(models, config, device)]
 
 
-def build_engine(models: Sequence[nn.Module], data: TensorSet, config: TrainConfig, device: torch.device):
-    """The first engine of ``choose_engine`` that can be built (a CUDA graph may fail to capture)."""
+def _build_engine(models: Sequence[nn.Module], data: TensorSet, config: TrainConfig, device: torch.device):
+    # The first that can be built: a CUDA graph may fail to capture.
     for engine in choose_engine(models, config, device):
         try:
             return engine(models, data, config)
@@ -144,7 +144,7 @@ def fit_side_by_side(models: Sequence[nn.Module], train: DigitSet | TensorSet, c
     val_data = TensorSet.from_digits(val, device) if val is not None and len(val) else None
     if config.early_stopping and val_data is None:
         raise ValueError("early stopping needs a validation set")
-    engine = build_engine(models, data, config, device)
+    engine = _build_engine(models, data, config, device)
     if resume and not engine.checkpoints:
         raise DigitsError("runs with CUDA graphs keep no checkpoints to resume from")
     checkpoint_dir = checkpoint_dir if engine.checkpoints else None

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from digits.train.callbacks import StepCounter
 from digits.train.config import TrainConfig
 from digits.train.fit import fit_side_by_side
 from digits.train.history import History
+
+if TYPE_CHECKING:
+    from digits.tune.grid_study import GridProgress
 
 
 @dataclass(frozen=True)
@@ -59,14 +62,6 @@ def resolve_precision(precision: str) -> str:
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     return choose_precision(precision, hardware("cpu"))
-
-
-class Progress(Protocol):
-    """Where the grid reports its optimizer steps: a stage and its total, then steps as they are done."""
-
-    def begin(self, stage: str, steps: int) -> None: ...
-
-    def advance(self, steps: int) -> None: ...
 
 
 # The notebook: 5 x 3 cells, cv=3, 45 fits in 16.9 minutes, best 256 units at lr 0.002.
@@ -111,7 +106,7 @@ def stratified_folds(labels: np.ndarray, folds: int) -> list[tuple[np.ndarray, n
     return [(a, b) for a, b in StratifiedKFold(n_splits=folds).split(np.zeros(len(labels)), labels)]
 
 
-def run_grid(spec: GridSpec, data: DigitSet, seed: int = 0, progress: Progress | None = None) -> list[CellResult]:
+def run_grid(spec: GridSpec, data: DigitSet, seed: int = 0, progress: GridProgress | None = None) -> list[CellResult]:
     """Cross-validate every cell of ``spec`` on ``data``; cells in (hidden, lr) order."""
     labels = data.require_labels()
     if len(data) < spec.folds * 10:
