@@ -1,12 +1,7 @@
-"""Step engines: the work of one epoch, for the one training loop in ``digits.train.fit``.
-
-The loop orders the rows, asks ``StepRates`` for each step's learning rate, evaluates, keeps
-the history, calls the callbacks, saves checkpoints and stops early. An engine runs the
-optimizer steps of one epoch over the order it is given, for one model or several trained
-side by side on the same batches. Each says positively what it handles (``supports``); the
-loop takes the first that does (``digits.train.fit.ENGINES``). This one, the general engine,
-handles everything: autograd and torch.optim, any model, setting and device.
-"""
+"""Step engines: the optimizer steps of one epoch, for the one loop in ``digits.train.fit``,
+over the order it gives, for one model or several side by side on the same batches. Each says
+positively what it handles (``supports``); the loop takes the first that does (``ENGINES``
+there). This one, the general engine, handles everything: autograd and torch.optim."""
 
 from __future__ import annotations
 

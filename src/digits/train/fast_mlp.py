@@ -1,12 +1,10 @@
 """The fused MLP engine: plain MLPs on the CPU, one or several side by side, with the forward
 and backward pass and the optimizer's update written out by hand.
 
-Why by hand: the tutorial's network is tiny (25,450 parameters), so the general engine spends
-almost all of its time in per-step overhead (autograd's bookkeeping, ``optimizer.step``'s
-Python, ``zero_grad``, a dozen small allocations). Here a step is a few ``addmm``/``mm`` into
-preallocated gradient buffers (the kernels autograd runs for ``nn.Linear`` and
-``F.cross_entropy``) and one update over flat buffers that hold every parameter (and every
-optimizer state tensor) back to back, a few kernel calls whatever the depth.
+Why: the tutorial's network is tiny (25,450 parameters), so the general engine spends almost
+all of its time in per-step overhead (autograd's bookkeeping, ``optimizer.step``'s Python,
+``zero_grad``, small allocations). Here a step is a few ``addmm``/``mm`` into preallocated
+gradients (the kernels autograd runs) and one update over flat buffers holding every parameter.
 
 Side by side (the tutorial grid's widths), M MLPs of one depth are one wider MLP: their first
 layers sit next to each other and every later layer is block-diagonal (each model's units read
@@ -43,13 +41,11 @@ from digits.train.schedule import Rates, cycles_momentum, set_rate
 # optimizer arguments (build_optimizer's names) each implements.
 STATE = {"rmsprop": ("square_avg",), "adam": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
 RULE_ARGS = {"rmsprop": {"rho", "eps"}, "adam": {"betas", "eps"}, "sgd": {"momentum", "nesterov"}}
-CLAIMS: Claims = {
-    "optimizer": lambda v, c: v in STATE,
-    "optimizer_args": lambda v, c: set(v) <= RULE_ARGS.get(c.optimizer, set()),
-    "precision": lambda v, c: v in ("fp32", "bf16"),
-    "weight_decay": lambda v, c: v == 0, "label_smoothing": lambda v, c: v == 0, "augment": lambda v, c: not v,
-    "compile": lambda v, c: not v, "channels_last": lambda v, c: not v, "cuda_graphs": lambda v, c: not v,
-}
+CLAIMS: Claims = {"optimizer": lambda v, c: v in STATE, "precision": lambda v, c: v in ("fp32", "bf16"),
+                  "optimizer_args": lambda v, c: set(v) <= RULE_ARGS.get(c.optimizer, set()),
+                  "weight_decay": lambda v, c: v == 0, "label_smoothing": lambda v, c: v == 0,
+                  "augment": lambda v, c: not v, "compile": lambda v, c: not v, "channels_last": lambda v, c: not v,
+                  "cuda_graphs": lambda v, c: not v}
 
 
 def mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
@@ -149,16 +145,14 @@ class MlpStack:
         self.weights, self.biases = self.views[0::2], self.views[1::2]
         self.grad, grads = _flat(shapes)
         self.weight_grads, self.bias_grads = grads[0::2], grads[1::2]
-        self.masks = [None] + [self._mask(i) if len(layers) > 1 else None for i in range(1, len(self.rows))]
+        blocks, views = _flat(shapes)  # 1 where a weight belongs to a model
+        for m in range(len(layers)):
+            for piece in self.pieces(views, m):
+                piece.fill_(1.0)
+        self.masks = [None] + (views[2::2] if len(layers) > 1 else [None] * (len(self.rows) - 1))
         self.shapes, self.count = shapes, len(layers)
         self._w16 = torch.empty(self.weights[0].shape, dtype=torch.bfloat16) if precision == "bf16" else None
         self._g16 = torch.empty_like(self._w16) if self._w16 is not None else None
-
-    def _mask(self, i: int) -> torch.Tensor:
-        mask = torch.zeros(self.rows[i][-1], self.rows[i - 1][-1])
-        for m in range(len(self.rows[i]) - 1):
-            mask[self.rows[i][m]:self.rows[i][m + 1], self.rows[i - 1][m]:self.rows[i - 1][m + 1]] = 1.0
-        return mask
 
     def pieces(self, views: Sequence[torch.Tensor], m: int) -> list[torch.Tensor]:
         """Model m's parts of packed tensors laid out as the parameters (weight, bias per layer)."""
@@ -198,12 +192,12 @@ class MlpStack:
         # d(mean cross-entropy)/d(logits) = (softmax - onehot) / B, by the very kernels autograd
         # runs for F.cross_entropy, so that one model's gradients match it.
         flat = logits.view(-1, 10)
-        delta = torch.ops.aten._log_softmax_backward_data(target_grad, torch.log_softmax(flat, 1), 1, flat.dtype)
-        delta = delta.view(len(x), -1)
+        delta = torch.ops.aten._log_softmax_backward_data(target_grad, torch.log_softmax(flat, 1), 1,
+                                                          flat.dtype).view(len(x), -1)
         for i in range(len(self.rows) - 1, -1, -1):
-            if i == 0 and self._g16 is not None:
-                self._g16.addmm_(delta.t().to(torch.bfloat16), activations[0], beta=0, alpha=self.scale)
-                self.weight_grads[0].copy_(self._g16)
+            if i == 0 and self._g16 is not None:  # bf16 products, fp32 gradient
+                self.weight_grads[0].copy_(self._g16.addmm_(delta.t().to(torch.bfloat16), activations[0], beta=0,
+                                                            alpha=self.scale))
             else:
                 torch.mm(delta.t(), activations[i], out=self.weight_grads[i])
             if self.masks[i] is not None:

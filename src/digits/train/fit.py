@@ -54,8 +54,7 @@ def choose_engine(models: Sequence[nn.Module], config: TrainConfig, device: torc
 
 
 def _build_engine(models: Sequence[nn.Module], data: TensorSet, config: TrainConfig, device: torch.device):
-    # The first that can be built: a CUDA graph may fail to capture.
-    for engine in choose_engine(models, config, device):
+    for engine in choose_engine(models, config, device):  # the first that builds: a graph may not capture
         try:
             return engine(models, data, config)
         except EngineUnavailable as exc:
@@ -84,9 +83,7 @@ class BestTracker:
     def __init__(self, monitor: str, patience: int) -> None:
         self.monitor, self.patience = monitor, patience
         self.sign = 1.0 if monitor == "val_accuracy" else -1.0
-        self.best = -math.inf
-        self.best_epoch = 0
-        self.bad_epochs = 0
+        self.best, self.best_epoch, self.bad_epochs = -math.inf, 0, 0
         self.state: dict[str, torch.Tensor] | None = None
 
     def update(self, epoch: int, row: dict[str, float], model: nn.Module, keep_weights: bool) -> bool:

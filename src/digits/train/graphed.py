@@ -10,19 +10,17 @@ gradients are set to None after each step (the backward writes them instead of a
 zeros). With ``compile``, the forward pass and the loss are compiled as one function
 before capture, which fuses the loss's small operations too.
 
-The arithmetic is that of the ordinary loop (the tests check it on the CPU, running the
-same steps without capture) with two differences: the last partial batch of an epoch is
-dropped (a graph has fixed shapes), and the learning rate and one-cycle's momentum are
-read from device tensors that hold the loop's table of the epoch (``StepRates``). The steps
-left over after the last whole block have a graph of their own.
-
-The engine can be reset to fresh weights in place, so repeated runs (seeds of a benchmark)
-reuse the captured graph.
+The arithmetic is that of the general engine (the tests check it on the CPU, running the
+same steps without capture), but for the last partial batch of an epoch, which is dropped (a
+graph has fixed shapes). The learning rate and one-cycle's momentum are device tensors set
+from the loop's table of the epoch. The steps after the last whole block have their own graph.
+``reset`` starts over with fresh weights, so a benchmark's seeds reuse the captured graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -159,10 +157,10 @@ class GraphedEngine:
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         return loss, logits.detach().argmax(1) == y
 
-    def _capture(self, steps: int) -> torch.cuda.CUDAGraph | _EagerSteps:
+    def _capture(self, steps: int) -> torch.cuda.CUDAGraph | SimpleNamespace:
         """Record ``steps`` optimizer steps; the warm-up steps before it leave no trace."""
-        if not self.capture:
-            return _EagerSteps(self._one_step, steps)
+        if not self.capture:  # in place of a graph: replay runs the very steps in Python
+            return SimpleNamespace(replay=lambda: [self._one_step(i) for i in range(steps)])
         saved = self._snapshot()
         self.model.train()
         stream = torch.cuda.Stream()
@@ -262,13 +260,3 @@ class _GraphScaler:
         torch._amp_update_scale_(self.scale_, self.growth_tracker, self.found_inf, self.growth,
                                  self.backoff, self.interval)
 
-
-class _EagerSteps:
-    """Stands in for a captured graph when ``capture=False``: replay runs the steps in Python."""
-
-    def __init__(self, one_step, steps: int) -> None:
-        self.one_step, self.steps = one_step, steps
-
-    def replay(self) -> None:
-        for i in range(self.steps):
-            self.one_step(i)

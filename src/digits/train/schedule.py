@@ -5,15 +5,13 @@ every engine sets each step's rate from that table."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.optim import lr_scheduler
 
 from digits.errors import DigitsError
-
-if TYPE_CHECKING:
-    from digits.train.config import TrainConfig
+from digits.train.config import TrainConfig
 
 Rates = tuple[list[float], "list[float] | None"]  # one epoch: each step's learning rate, and momentum when cycled
 

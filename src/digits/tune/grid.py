@@ -132,9 +132,7 @@ def run_grid(spec: GridSpec, data: DigitSet, seed: int = 0, progress: GridProgre
 
     with use_threads(1), ThreadPoolExecutor(len(parts)) as pool:
         results = list(pool.map(train, jobs))
-    histories: dict[tuple[int, int], History] = {}
-    for (gi, part), result in zip(jobs, results):
-        histories.update({(gi, mi): history for mi, history in zip(part, result)})
+    histories = {(gi, mi): history for (gi, part), result in zip(jobs, results) for mi, history in zip(part, result)}
     cells = []
     for (mi, hidden), lr in itertools.product(enumerate(spec.hidden), spec.lrs):
         hist = tuple(histories[gi, mi] for gi, (_, glr) in enumerate(pairs) if glr == lr)  # fold order

@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from digits.data.dataset import DigitSet
 from digits.errors import DigitsError
 from digits.train.callbacks import Callback
@@ -28,8 +26,7 @@ class ReportToTrial(Callback):
     def __init__(self, trial: Any) -> None:
         self.trial = trial
         self.rows: list[dict[str, float]] = []
-        self.steps = self.total = 0
-        self.written = -float("inf")
+        self.steps, self.total, self.written = 0, 0, -float("inf")
 
     def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
         self.steps, self.total = steps_per_epoch, epochs * steps_per_epoch
@@ -69,9 +66,3 @@ def make_objective(space: SearchSpace, data: DigitSet, device: str = "auto") -> 
         return history.rows[-1]["val_accuracy"]
 
     return objective
-
-
-def limit_threads(threads: int | None) -> None:
-    """Use ``threads`` CPU threads (None: torch's default, one per core)."""
-    if threads:
-        torch.set_num_threads(threads)

@@ -110,13 +110,15 @@ def run_worker(settings: WorkerSettings, worker: int = 0) -> list[int]:
     """One worker: trial after trial until the study has ``settings.trials`` finished
     trials (counting every worker's), or the timeout. Returns the numbers of the trials it ran."""
     import optuna
+    import torch
 
     from digits.data.kaggle import load_kaggle_csv
-    from digits.tune.objective import limit_threads, make_objective
+    from digits.tune.objective import make_objective
     from digits.tune.space import load_space
 
     quiet_optuna()
-    limit_threads(settings.threads)
+    if settings.threads:  # None: torch's default, one per core
+        torch.set_num_threads(settings.threads)
     space = load_space(settings.space)
     data = load_kaggle_csv(settings.train_csv, kind="train")
     study = open_study(settings, worker)
