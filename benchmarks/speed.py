@@ -51,8 +51,9 @@ from digits.models.registry import create_model  # noqa: E402
 from digits.predict.predictor import Member, Predictor, for_inference, inference_precision  # noqa: E402
 from digits.runs import save_model  # noqa: E402
 from digits.train.config import TrainConfig  # noqa: E402
-from digits.train.fit import StepSettings, TensorSet, seed_everything, train_model, train_one_epoch  # noqa: E402
-from digits.train.optim import build_optimizer  # noqa: E402
+from digits.train.engines import AutogradEngine  # noqa: E402
+from digits.train.fit import TensorSet, seed_everything, train_model  # noqa: E402
+from digits.train.schedule import StepRates  # noqa: E402
 
 TUTORIAL = TrainConfig(model="tutorial-mlp", epochs=10, batch_size=64, optimizer="rmsprop", lr=1e-3,
                        val_split=0.0, device="cpu")
@@ -142,13 +143,12 @@ def digits_general_loop(data: Kaggle) -> Callable[[int], Measurement]:
         config = TUTORIAL.replace(seed=max(seed, 0))
         seed_everything(config.seed)
         model = create_model(config.model)
-        optimizer = build_optimizer(config.optimizer, model.parameters(), config.lr)
         tensors = TensorSet.from_digits(data.train, torch.device("cpu"))
-        generator = torch.Generator().manual_seed(config.seed)
+        engine = AutogradEngine([model], tensors, config)
+        rates, generator = StepRates(config, engine.steps), torch.Generator().manual_seed(config.seed)
         started, cpu = time.perf_counter(), time.process_time()
         for _ in range(config.epochs):
-            train_one_epoch(model, model, optimizer, tensors, torch.randperm(len(tensors), generator=generator),
-                            StepSettings(config.batch_size))
+            engine.run_epoch(torch.randperm(len(tensors), generator=generator), rates.next_epoch(), lambda _: None)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         return Measurement(seconds, accuracy_of(model, data), cpu)
     return run

@@ -63,7 +63,8 @@ def time_eager(config: TrainConfig, train: DigitSet, test: TensorSet, seeds: int
 def time_graphed(config: TrainConfig, train: DigitSet, test: TensorSet, seeds: int,
                  device: torch.device) -> list[dict]:
     """Capture once (timed separately), then reset-and-train for every seed."""
-    from digits.train.graphed import GraphedTrainer
+    from digits.train.graphed import GraphedEngine
+    from digits.train.schedule import StepRates
 
     data = TensorSet.from_digits(train, device)
     seed_everything(0)
@@ -72,7 +73,7 @@ def time_graphed(config: TrainConfig, train: DigitSet, test: TensorSet, seeds: i
         model.to(memory_format=torch.channels_last)
     _sync(device)
     started = time.perf_counter()
-    trainer = GraphedTrainer(model, data, config)  # with compile=true it compiles forward + loss
+    trainer = GraphedEngine([model], data, config)  # with compile=true it compiles forward + loss
     _sync(device)
     print(f"  capture (warm-up, once): {time.perf_counter() - started:.3f} s", flush=True)
     rows = []
@@ -83,8 +84,10 @@ def time_graphed(config: TrainConfig, train: DigitSet, test: TensorSet, seeds: i
         _sync(device)
         started = time.perf_counter()
         trainer.reset(fresh)
+        rates = StepRates(config, trainer.steps)
         for _ in range(config.epochs):
-            trainer.run_epoch(generator)
+            trainer.run_epoch(torch.randperm(len(data), generator=generator).to(device), rates.next_epoch(),
+                              lambda _: None)
         _sync(device)
         seconds = time.perf_counter() - started
         _, acc = evaluate(model, test)

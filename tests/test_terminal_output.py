@@ -205,20 +205,19 @@ def test_download_bars_follow_the_bytes_and_a_log_gets_one_line_per_file():
     assert log.file.getvalue() == "  downloaded t10k-labels-idx1-ubyte.gz (0.0 MB)\n"
 
 
-def test_running_trials_show_their_epochs_from_the_storage_and_leave_when_done():
+def test_running_trials_show_their_steps_from_the_storage_and_leave_when_done():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
-    trial.set_user_attr("config", {"epochs": 5})
-    trial.set_user_attr("history", [{"epoch": 1}, {"epoch": 2}])
-    assert snapshot(study).epochs == ((0, 2, 5),)
+    trial.set_user_attr("steps", [60, 150])
+    assert snapshot(study).steps == ((0, 60, 150),)
     progress = Progress(disable=True)
     bars = TrialBars(progress)
-    bars.update(snapshot(study).epochs)
+    bars.update(snapshot(study).steps)
     (task,) = progress.tasks
-    assert (task.completed, task.total) == (2, 5)
+    assert (task.completed, task.total) == (60, 150)
     study.tell(trial, 0.9)
-    bars.update(snapshot(study).epochs)
+    bars.update(snapshot(study).steps)
     assert progress.tasks == []
 
 

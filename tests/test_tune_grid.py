@@ -69,3 +69,30 @@ def test_the_grid_widths_are_shared_out_between_cores_by_total_width() -> None:
     assert balanced_parts((32, 64, 128, 256, 512), 2) == [[4], [0, 1, 2, 3]]  # 512 | 480 units
     assert balanced_parts((32, 64, 128, 256, 512), 1) == [[0, 1, 2, 3, 4]]
     assert balanced_parts((8,), 4) == [[0]]
+
+
+def test_the_grid_shows_one_bar_over_every_fits_steps_with_rate_and_time_left_on_stderr(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "digits.cli", "tune", "--grid", "quick", "--data", str(FIXTURES),
+                             "--out", str(tmp_path / "grid")], stdout=subprocess.PIPE, stderr=follower, text=True,
+                            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "140"})
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out = proc.stdout.read()
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0, shown
+    text = shown.decode("utf-8", "replace")
+    # 8 fits (4 cells x 2 folds) of 1,000 rows, 16 steps an epoch, 2 epochs: 256 steps; the refit 64
+    assert "8 fits (4 cells x 2 folds)" in text and "/256" in text and "refit" in text and "/64" in text
+    assert "steps/s" in text and "left" in text and "steps/s" not in out

@@ -97,3 +97,18 @@ def test_augmentation_keeps_shape_and_range_and_strength_zero_changes_nothing() 
     moved = random_affine(pixels, **augment_settings(1.0))
     assert moved.shape == (4, 1, 28, 28) and moved.min() >= 0 and moved.max() <= 255.001
     assert not torch.equal(moved, pixels.float().reshape(4, 1, 28, 28))
+
+
+def test_a_trial_records_its_optimizer_steps_as_it_trains_for_the_watchers_bars() -> None:
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.train.fit import train_model
+    from digits.tune.objective import ReportToTrial
+    from digits.tune.search import snapshot
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    train, val = load_kaggle_csv(Path(__file__).parent / "fixtures" / "train.csv").split_last(0.5)
+    train_model(TrainConfig(model="softmax", epochs=2, device="cpu"), train, val, [ReportToTrial(trial)])
+    assert trial.user_attrs["steps"] == [32, 32]  # 2 epochs of 16 steps of 64 rows, all done
+    assert snapshot(study).steps == ((0, 32, 32),)

@@ -14,7 +14,8 @@
 * any other width: numeric features of a table. They are standardised inside the model with
   the training rows' mean and standard deviation (a constant column is only centred) and
   fed, as float32, to the registered MLP with its first layer re-sized to the width and its
-  last to the number of classes. Convolutional models need images and refuse such ``X``.
+  last to the number of classes, and trained by ``digits.train.fit.fit`` (its general engine).
+  Convolutional models need images and refuse such ``X``.
 
 The estimator passes scikit-learn's ``check_estimator`` (see tests/test_sklearn_estimator.py).
 """
@@ -22,8 +23,6 @@ The estimator passes scikit-learn's ``check_estimator`` (see tests/test_sklearn_
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -165,20 +164,18 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         return train_model(self._config(augment=True), data)
 
     def _fit_features(self, X: np.ndarray, encoded: np.ndarray) -> tuple[nn.Module, Any]:
-        from digits.train.device import resolve_device
-        from digits.train.fit import TensorSet, seed_everything
+        from digits.data.tensors import TensorSet
+        from digits.train.fit import fit, seed_everything
 
         if self.augment:
             raise ValueError(f"augment shifts and rotates 28x28 images; X has {X.shape[1]} features, not 784")
-        config = self._config(augment=False)
+        config = self._config(augment=False).replace(precision="fp32")  # float64 features, standardised in fp32
         seed_everything(config.seed)
         std = X.std(axis=0)
         net = feature_mlp(config.model, config.model_args, X.shape[1], len(self.classes_))
-        device = resolve_device(config.device)
-        model = FeatureClassifier(net, X.mean(axis=0), np.where(std > 0, std, 1.0)).to(device)
-        data = TensorSet(torch.tensor(X, device=device), torch.tensor(encoded, device=device))
+        model = FeatureClassifier(net, X.mean(axis=0), np.where(std > 0, std, 1.0))
         with _threads_for(model):
-            return model, _train_features(model, data, config)
+            return model, fit(model, TensorSet(torch.tensor(X), torch.tensor(encoded)), config)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities (n, n_classes), columns in the order of ``classes_``."""
@@ -196,29 +193,6 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         """The most probable label of each row."""
         proba = self.predict_proba(X)  # first: it raises NotFittedError before fit
         return self.classes_[np.argmax(proba, axis=1)]
-
-
-def _train_features(model: FeatureClassifier, data: Any, config: Any) -> Any:
-    """``digits.train.fit.fit``'s epochs for a table: shuffled batches, the same step, no validation."""
-    from digits.train.fit import StepSettings, train_one_epoch
-    from digits.train.history import History
-    from digits.train.optim import build_optimizer
-    from digits.train.schedule import build_schedule
-
-    optimizer = build_optimizer(config.optimizer, model.parameters(), config.lr)
-    steps = math.ceil(len(data) / config.batch_size)
-    schedule = build_schedule(config.schedule, optimizer, config.epochs, steps)
-    generator = torch.Generator().manual_seed(config.seed)
-    settings, history = StepSettings(config.batch_size), History()
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        order = torch.randperm(len(data), generator=generator).to(data.y.device)
-        loss, acc, lr = train_one_epoch(model, model, optimizer, data, order, settings, schedule, epoch=epoch)
-        if schedule is not None:
-            schedule.after_epoch(math.nan)  # no validation set, as fit() with val_split=0
-        history.append({"epoch": epoch, "loss": loss, "accuracy": acc, "lr": lr,
-                        "seconds": time.perf_counter() - started})
-    return history
 
 
 @torch.inference_mode()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,9 +32,8 @@ class Callback:
 
 
 class StepProgress:
-    """The one progress hook of every epoch loop (the general one, the fused MLP's, the
-    CUDA-graph trainer's): the loop calls it with the optimizer steps done so far in the
-    epoch, and it hands every ``stride``-th count (and the last) to the callbacks that listen
+    """The one progress hook of every step engine (``digits.train.engines``): the loop hands
+    one to the engine each epoch, the engine calls it with the optimizer steps done so far, and it hands every ``stride``-th count (and the last) to the callbacks that listen
     (``on_batch_end``), at most ``PROGRESS_UPDATES`` times an epoch.
 
     The count is the host's: nothing here reads a tensor, so the device is never synchronised
@@ -53,3 +52,18 @@ class StepProgress:
             self.next = step + self.stride
             for cb in self.listeners:
                 cb.on_batch_end(self.epoch, step)
+
+
+class StepCounter(Callback):
+    """Hands one fit's optimizer steps, as they are done, to ``add``: fits trained at once (a grid's)
+    then advance one shared bar."""
+
+    def __init__(self, add: Callable[[int], None]) -> None:
+        self.add, self.done = add, 0
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        self.done = 0
+
+    def on_batch_end(self, epoch: int, step: int) -> None:
+        self.add(step - self.done)
+        self.done = step

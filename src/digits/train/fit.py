@@ -1,7 +1,11 @@
-"""The fit loop: the whole data set on the device as uint8, batches by index, no DataLoader.
+"""The training loop: the whole data set on the device as uint8, batches by index, no DataLoader.
 
-``fit`` returns a History; printing is left to callbacks. Optional per-epoch checkpoints
-let ``fit(..., resume=True)`` continue a killed run to the same weights, bit for bit on CPU.
+``fit`` keeps the loop (order, learning rates, evaluation, history, callbacks, checkpoints,
+early stopping, resume) and hands the optimizer steps of each epoch to a step engine
+(``digits.train.engines``): the first of ``ENGINES`` that says it handles the models and the
+settings. ``fit`` returns a History; printing is left to callbacks. Optional per-epoch
+checkpoints let ``fit(..., resume=True)`` continue a killed run to the same weights, bit for
+bit on CPU.
 """
 
 from __future__ import annotations
@@ -9,8 +13,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,36 +23,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from digits.data.dataset import DigitSet
+from digits.data.tensors import TensorSet
 from digits.errors import DigitsError
 from digits.hardware import choose_precision, hardware
 from digits.models.registry import create_model
-from digits.precision import autocast, grad_scaler
-from digits.train.augment import random_affine
+from digits.precision import autocast
 from digits.train.callbacks import Callback, StepProgress
 from digits.train.checkpoint import load_checkpoint, save_checkpoint
 from digits.train.config import TrainConfig
 from digits.train.device import resolve_device
-from digits.train.fast_mlp import FastMlpEpochs, can_fit_fast, mlp_layers
-from digits.train.history import History
-from digits.train.optim import build_optimizer
-from digits.train.schedule import Schedule, build_schedule
+from digits.train.engines import AutogradEngine, EngineUnavailable
+from digits.train.fast_mlp import FusedMlpEngine, mlp_layers
+from digits.train.graphed import GraphedEngine
+from digits.train.history import COLUMNS, History
+from digits.train.schedule import StepRates
 
-
-@dataclass(frozen=True)
-class TensorSet:
-    """A labelled set on the device: ``x`` uint8 (N, 28, 28), ``y`` int64 (N,)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    @classmethod
-    def from_digits(cls, data: DigitSet, device: torch.device) -> TensorSet:
-        labels = data.require_labels()
-        return cls(torch.from_numpy(np.ascontiguousarray(data.images)).to(device),
-                   torch.from_numpy(labels.astype(np.int64)).to(device))
-
-    def __len__(self) -> int:
-        return len(self.y)
+# Tried in order; the general engine last, since it handles everything.
+ENGINES = (GraphedEngine, FusedMlpEngine, AutogradEngine)
 
 
 def seed_everything(seed: int) -> None:
@@ -57,56 +48,18 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-@dataclass
-class StepSettings:
-    """What each optimizer step needs besides the model and the data."""
-
-    batch_size: int
-    label_smoothing: float = 0.0
-    augment: dict[str, float] = field(default_factory=dict)
-    precision: str = "fp32"
-    scaler: torch.amp.GradScaler | None = None  # fp16: scales the loss so small gradients survive
+def choose_engine(models: Sequence[nn.Module], config: TrainConfig, device: torch.device) -> list[type]:
+    """The engines that say they handle ``models`` with ``config`` on ``device``, the first preferred."""
+    return [engine for engine in ENGINES if engine.supports(models, config, device)]
 
 
-def train_one_epoch(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
-                    optimizer: torch.optim.Optimizer, data: TensorSet, order: torch.Tensor,
-                    settings: StepSettings, schedule: Schedule | None = None,
-                    callbacks: Sequence[Callback] = (), epoch: int = 0) -> tuple[float, float, float]:
-    """One pass over ``data`` in ``order``; returns (mean loss, accuracy, learning rate of the
-    last step)."""
-    progress = StepProgress(callbacks, epoch, math.ceil(len(order) / settings.batch_size))
-    model.train()
-    device = data.x.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen, lr = 0, optimizer.param_groups[0]["lr"]
-    for step, start in enumerate(range(0, len(order), settings.batch_size), start=1):
-        idx = order[start:start + settings.batch_size]
-        if len(idx) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            continue  # batch norm cannot train on a single example
-        x, y = data.x[idx], data.y[idx]
-        if settings.augment:
-            x = random_affine(x, **settings.augment)
-        with autocast(device, settings.precision):
-            logits = forward(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        lr = optimizer.param_groups[0]["lr"]
-        if settings.scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:  # fp16: skips the step (and lowers the scale) when a gradient overflowed
-            settings.scaler.scale(loss).backward()
-            settings.scaler.step(optimizer)
-            settings.scaler.update()
-        if schedule is not None:
-            schedule.after_step()
-        # Accumulate on the device: a .item() here would sync every step.
-        loss_sum += loss.detach() * len(idx)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(idx)
-        progress(step)
-    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), lr
+def _build_engine(models: Sequence[nn.Module], data: TensorSet, config: TrainConfig, device: torch.device):
+    for engine in choose_engine(models, config, device):  # the first that builds: a graph may not capture
+        try:
+            return engine(models, data, config)
+        except EngineUnavailable as exc:
+            warnings.warn(str(exc), stacklevel=3)
+    raise AssertionError("the general engine handles everything")
 
 
 @torch.no_grad()
@@ -130,9 +83,7 @@ class BestTracker:
     def __init__(self, monitor: str, patience: int) -> None:
         self.monitor, self.patience = monitor, patience
         self.sign = 1.0 if monitor == "val_accuracy" else -1.0
-        self.best = -math.inf
-        self.best_epoch = 0
-        self.bad_epochs = 0
+        self.best, self.best_epoch, self.bad_epochs = -math.inf, 0, 0
         self.state: dict[str, torch.Tensor] | None = None
 
     def update(self, epoch: int, row: dict[str, float], model: nn.Module, keep_weights: bool) -> bool:
@@ -154,7 +105,7 @@ class BestTracker:
         self.bad_epochs, self.state = int(values["bad_epochs"]), state
 
 
-def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | None = None,
+def fit(model: nn.Module, train: DigitSet | TensorSet, config: TrainConfig, val: DigitSet | None = None,
         callbacks: Sequence[Callback] = (), device: torch.device | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None, resume: bool = False) -> History:
     """Train ``model`` in place for ``config.epochs``; return the per-epoch history.
@@ -164,98 +115,80 @@ def fit(model: nn.Module, train: DigitSet, config: TrainConfig, val: DigitSet | 
     ``checkpoint_dir`` the full state is saved after every epoch; ``resume`` continues
     from the last one.
     """
+    return fit_side_by_side([model], train, config, val, callbacks, device, checkpoint_dir, resume)[0]
+
+
+def fit_side_by_side(models: Sequence[nn.Module], train: DigitSet | TensorSet, config: TrainConfig,
+                     val: DigitSet | None = None, callbacks: Sequence[Callback] = (),
+                     device: torch.device | None = None, checkpoint_dir: str | os.PathLike[str] | None = None,
+                     resume: bool = False) -> list[History]:
+    """``fit`` for several models at once, on the same batches with the same settings (a grid's
+    widths): one history each. Callbacks see the mean of their rows. Checkpoints and early
+    stopping are for one model."""
     device = device or resolve_device(config.device)
-    config = config.replace(precision=choose_precision(config.precision, hardware(device), mlp_layers(model) is not None))
-    model.to(device)
+    overhead_bound = all(mlp_layers(m) is not None for m in models)
+    config = config.on_device(device.type).replace(
+        precision=choose_precision(config.precision, hardware(device), overhead_bound))
+    if len(models) > 1 and (checkpoint_dir is not None or config.early_stopping):
+        raise ValueError("models trained side by side keep no checkpoints and do not stop early")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if config.compile else model
+    for model in models:
+        model.to(device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
     data = TensorSet.from_digits(train, device)
     val_data = TensorSet.from_digits(val, device) if val is not None and len(val) else None
     if config.early_stopping and val_data is None:
         raise ValueError("early stopping needs a validation set")
-    graphed = None
-    if config.cuda_graphs and device.type == "cuda":
-        if resume:
-            raise DigitsError("runs with CUDA graphs keep no checkpoints to resume from")
-        graphed = _graphed_trainer(model, data, config)  # compiles forward and loss itself
-        checkpoint_dir = None if graphed else checkpoint_dir
-    optimizer = graphed.optimizer if graphed else build_optimizer(
-        config.optimizer, model.parameters(), config.lr, weight_decay=config.weight_decay, **config.optimizer_args)
-    fast = (FastMlpEpochs(model, optimizer, config.batch_size, callbacks)  # plain MLP on the CPU
-            if graphed is None and can_fit_fast(model, config, callbacks, device) else None)
-    steps = graphed.steps if graphed else math.ceil(len(data) / config.batch_size)
+    engine = _build_engine(models, data, config, device)
+    if resume and not engine.checkpoints:
+        raise DigitsError("runs with CUDA graphs keep no checkpoints to resume from")
+    checkpoint_dir = checkpoint_dir if engine.checkpoints else None
     mode = "max" if config.monitor == "val_accuracy" else "min"
-    schedule = None if graphed else build_schedule(config.schedule, optimizer, config.epochs, steps, mode,
-                                                   **config.schedule_args)
+    rates = StepRates(config, engine.steps, mode)
     generator = torch.Generator().manual_seed(config.seed)
-    settings = StepSettings(config.batch_size, config.label_smoothing, dict(config.augment), config.precision,
-                            grad_scaler(device, config.precision))
     tracker = BestTracker(config.monitor, config.early_stopping)
     keep_best = bool(config.early_stopping and config.restore_best)
-    history, first_epoch, stopped = History(), 1, False
+    histories, first_epoch, stopped = [History() for _ in models], 1, False
     if resume and checkpoint_dir is not None:
-        state, best = load_checkpoint(checkpoint_dir, model=model, optimizer=optimizer,
-                                      scheduler=schedule.scheduler if schedule else None,
-                                      shuffle_rng=generator)
-        history = History([dict(r) for r in state["history"]])
+        state, best = load_checkpoint(checkpoint_dir, model=models[0], optimizer=engine.optimizers[0],
+                                      scheduler=rates, shuffle_rng=generator)
+        histories = [History([dict(r) for r in state["history"]])]
         tracker.load(state["tracker"], best)
         first_epoch, stopped = state["epoch"] + 1, state["stopped"]
     for cb in callbacks:
-        cb.on_train_begin(config.epochs, steps)
+        cb.on_train_begin(config.epochs, engine.steps)
     for epoch in range(first_epoch, config.epochs + 1):
         if stopped:
             break
         for cb in callbacks:
             cb.on_epoch_begin(epoch)
         started = time.perf_counter()
-        if graphed is not None:
-            loss, acc, lr = graphed.run_epoch(generator, StepProgress(callbacks, epoch, steps))
-        else:
-            order = (torch.randperm(len(data), generator=generator) if config.shuffle
-                     else torch.arange(len(data))).to(device)
-            loss, acc, lr = (fast.run_epoch(data, order, epoch) if fast is not None else
-                             train_one_epoch(forward, model, optimizer, data, order, settings, schedule,
-                                             callbacks, epoch))
+        order = (torch.randperm(len(data), generator=generator) if config.shuffle
+                 else torch.arange(len(data))).to(device)
+        lrs, momenta = rates.next_epoch()
+        results = engine.run_epoch(order, (lrs, momenta), StepProgress(callbacks, epoch, engine.steps))
         seconds = time.perf_counter() - started
-        val_loss, val_acc = (evaluate(model, val_data, precision=config.precision) if val_data is not None
-                             else (math.nan, math.nan))
-        row = {"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss, "val_accuracy": val_acc,
-               "lr": lr, "seconds": seconds}
-        if schedule is not None:
-            schedule.after_epoch(val_acc if mode == "max" else val_loss)
-        history.append(row)
+        for model, history, (loss, acc) in zip(models, histories, results):
+            val_loss, val_acc = (evaluate(model, val_data, precision=config.precision) if val_data is not None
+                                 else (math.nan, math.nan))
+            history.append({"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss,
+                            "val_accuracy": val_acc, "lr": lrs[-1], "seconds": seconds})
+        row = {c: float(np.mean([h.rows[-1][c] for h in histories])) for c in COLUMNS}
+        rates.end_epoch(row["val_accuracy"] if mode == "max" else row["val_loss"])
         if val_data is not None:
-            stopped = tracker.update(epoch, history.rows[-1], model, keep_best)
-        stopped = any([cb.on_epoch_end(epoch, history.rows[-1]) for cb in callbacks]) or stopped
+            stopped = tracker.update(epoch, row, models[0], keep_best)
+        stopped = any([cb.on_epoch_end(epoch, row) for cb in callbacks]) or stopped
         if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, epoch, model=model, optimizer=optimizer,
-                            scheduler=schedule.scheduler if schedule else None, shuffle_rng=generator,
-                            best_state=tracker.state,
-                            extra={"history": history.rows, "tracker": tracker.to_dict(), "stopped": stopped})
+            save_checkpoint(checkpoint_dir, epoch, model=models[0], optimizer=engine.optimizers[0], scheduler=rates,
+                            shuffle_rng=generator, best_state=tracker.state,
+                            extra={"history": histories[0].rows, "tracker": tracker.to_dict(), "stopped": stopped})
     if keep_best and tracker.state is not None:
-        model.load_state_dict(tracker.state)
+        models[0].load_state_dict(tracker.state)
     for cb in callbacks:
-        cb.on_train_end(history)
-    return history
-
-
-def _graphed_trainer(model: nn.Module, data: TensorSet, config: TrainConfig):
-    """A CUDA-graph trainer, or None (with a warning) when this model cannot be captured."""
-    import warnings
-
-    from digits.train.graphed import GraphedTrainer
-
-    try:
-        return GraphedTrainer(model, data, config)
-    except DigitsError:
-        raise
-    except RuntimeError as exc:  # an operation that cannot be captured: train eagerly instead
-        warnings.warn(f"CUDA graph capture failed, training without graphs: {exc}", stacklevel=2)
-        torch.cuda.synchronize()
-        return None
+        cb.on_train_end(histories[0])
+    return histories
 
 
 def train_model(config: TrainConfig, train: DigitSet, val: DigitSet | None = None,

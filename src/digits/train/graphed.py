@@ -10,69 +10,54 @@ gradients are set to None after each step (the backward writes them instead of a
 zeros). With ``compile``, the forward pass and the loss are compiled as one function
 before capture, which fuses the loss's small operations too.
 
-The arithmetic is that of the ordinary loop (the tests check it on the CPU, running the
-same steps without capture) with two differences: the last partial batch of an epoch is
-dropped (a graph has fixed shapes), and the learning rate and one-cycle's momentum come
-from per-step tables computed up front (so ``plateau`` is not available). The steps left
-over after the last whole block have a graph of their own.
-
-The trainer is built once and can be reset to fresh weights in place, so repeated runs
-(seeds of a benchmark, members of an ensemble) reuse the captured graph.
+The arithmetic is that of the general engine (the tests check it on the CPU, running the
+same steps without capture), but for the last partial batch of an epoch, which is dropped (a
+graph has fixed shapes). The learning rate and one-cycle's momentum are device tensors set
+from the loop's table of the epoch. The steps after the last whole block have their own graph.
+``reset`` starts over with fresh weights, so a benchmark's seeds reuse the captured graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digits.data.tensors import TensorSet
 from digits.errors import DigitsError
 from digits.precision import autocast
 from digits.train.augment import random_affine
 from digits.train.config import TrainConfig
-from digits.train.fit import TensorSet
-from digits.train.schedule import build_schedule
+from digits.train.engines import EngineUnavailable, Results
+from digits.train.schedule import Rates, cycles_momentum
 
 GRAPH_STEPS = 16  # optimizer steps recorded per graph; an epoch replays it steps // 16 times
 
 
-def schedule_tables(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float] | None]:
-    """The learning rate of every step of the run, as the eager loop's scheduler would set it,
-    and the momentum (beta1) of every step when the schedule cycles it (else None)."""
-    if config.schedule == "plateau":
-        raise DigitsError("CUDA graphs need a schedule known in advance; plateau depends on validation")
-    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
-    schedule = build_schedule(config.schedule, probe, config.epochs, steps_per_epoch, **config.schedule_args)
-    # One-cycle moves the momentum (Adam's beta1) too unless told not to: ask the scheduler.
-    moves = schedule is not None and bool(getattr(schedule.scheduler, "cycle_momentum", False))
-    lrs, momenta = [], []
-    for _ in range(config.epochs):
-        for _ in range(steps_per_epoch):
-            lrs.append(probe.param_groups[0]["lr"])
-            momenta.append(probe.param_groups[0]["momentum"])
-            probe.step()
-            if schedule is not None:
-                schedule.after_step()
-        if schedule is not None:
-            schedule.after_epoch(0.0)
-    return lrs, (momenta if moves else None)
-
-
-class GraphedTrainer:
-    """Trains ``model`` on ``data`` with captured CUDA graphs. ``reset(weights)`` starts over in place.
+class GraphedEngine:
+    """Trains one model with captured CUDA graphs, when the config asks for them on a CUDA device.
 
     ``capture=False`` runs the very same steps eagerly instead of replaying graphs, on any
     device: that is how the tests check the graphed arithmetic on a machine without a GPU.
     """
 
-    def __init__(self, model: nn.Module, data: TensorSet, config: TrainConfig, capture: bool = True) -> None:
+    checkpoints = False  # the optimizer's rate is a device tensor the graphs read: nothing to resume from
+
+    @staticmethod
+    def supports(models: Sequence[nn.Module], config: TrainConfig, device: torch.device) -> bool:
+        return device.type == "cuda" and config.cuda_graphs and len(models) == 1
+
+    def __init__(self, models: Sequence[nn.Module], data: TensorSet, config: TrainConfig,
+                 capture: bool = True) -> None:
         if capture and data.x.device.type != "cuda":
             raise DigitsError("CUDA graphs need a CUDA device")
         if config.optimizer not in ("adam", "adamw", "sgd"):
             raise DigitsError(f"CUDA graphs support adam, adamw and sgd, not {config.optimizer}")
-        self.model, self.data, self.config, self.capture = model, data, config, capture
+        (self.model,) = models
+        self.data, self.config, self.capture = data, config, capture
         device = data.x.device
         if capture:
             # cuDNN must choose its kernels by timing them in the warm-up steps: a graph keeps the
@@ -83,14 +68,11 @@ class GraphedTrainer:
         if self.steps < 1:
             raise DigitsError(f"CUDA graphs need at least one full batch of {self.batch} rows")
         self.block = min(GRAPH_STEPS, self.steps)
-        lrs, momenta = schedule_tables(config, self.steps)
-        self.lrs = torch.tensor(lrs, device=device)
         self.lr = torch.tensor(config.lr, device=device)
         # One-cycle's momentum cycling, when on: beta1 is a device tensor set every step, as lr is.
-        self.momenta = torch.tensor(momenta, device=device) if momenta else None
-        self.beta1 = torch.tensor(momenta[0] if momenta else 0.0, device=device)
+        self.cycles = cycles_momentum(config)
+        self.beta1 = torch.tensor(float(config.optimizer_args.get("betas", (0.9, 0.999))[0]), device=device)
         self.block_beta1 = torch.zeros(self.block, device=device)
-        self.step = 0  # optimizer steps taken: where in the schedule the next block starts
         # One block's inputs, staged by a few copies before each replay, and its per-step results.
         # Step i of a graph reads slot i: fixed addresses, so no index arithmetic in the graph.
         self.block_x = torch.zeros((self.block, self.batch, 28, 28), dtype=torch.uint8, device=device)
@@ -101,6 +83,7 @@ class GraphedTrainer:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.optimizer = self._make_optimizer()
+        self.optimizers = [self.optimizer]
         self.scaler = _GraphScaler(device) if config.precision == "fp16" else None
         if self.scaler is not None:
             if not self.optimizer.defaults.get("fused"):
@@ -111,15 +94,20 @@ class GraphedTrainer:
         # compile: the forward pass and the loss as one function, so that the backward of both
         # is compiled too and the loss's many small operations fuse with the model's.
         self.loss_and_hits = torch.compile(self._loss_and_hits) if config.compile else self._loss_and_hits
-        self.graph = self._capture(self.block)
-        tail = self.steps % self.block
-        self.tail_graph = self._capture(tail) if tail else None
+        try:
+            self.graph = self._capture(self.block)
+            tail = self.steps % self.block
+            self.tail_graph = self._capture(tail) if tail else None
+        except RuntimeError as exc:  # an operation that cannot be captured: train eagerly instead
+            if capture:
+                torch.cuda.synchronize()
+            raise EngineUnavailable(f"CUDA graph capture failed, training without graphs: {exc}") from None
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         args = dict(self.config.optimizer_args)
         wd = self.config.weight_decay
         if self.config.optimizer == "sgd":
-            if self.momenta is not None:
+            if self.cycles:
                 raise DigitsError("CUDA graphs cannot cycle SGD's momentum; set schedule_args "
                                   "cycle_momentum = false, or train without cuda_graphs")
             if self.config.precision == "fp16":
@@ -128,7 +116,7 @@ class GraphedTrainer:
                                    weight_decay=wd, **args)
         cls = torch.optim.Adam if self.config.optimizer == "adam" else torch.optim.AdamW
         betas = tuple(args.pop("betas", (0.9, 0.999)))
-        if self.momenta is None:
+        if not self.cycles:
             # fused: one kernel for the whole update (graph-safe; it reads lr from the device).
             args.setdefault("fused", True)
         else:
@@ -144,7 +132,7 @@ class GraphedTrainer:
         if self.config.augment:  # random draws inside a graph use CUDA's graph-safe generator
             x = random_affine(x, **self.config.augment)
         self.lr.copy_(self.block_lr[i])
-        if self.momenta is not None:
+        if self.cycles:
             self.beta1.copy_(self.block_beta1[i])
         loss, hits = self.loss_and_hits(x, y)
         if self.scaler is None:
@@ -169,10 +157,10 @@ class GraphedTrainer:
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         return loss, logits.detach().argmax(1) == y
 
-    def _capture(self, steps: int) -> torch.cuda.CUDAGraph | _EagerSteps:
+    def _capture(self, steps: int) -> torch.cuda.CUDAGraph | SimpleNamespace:
         """Record ``steps`` optimizer steps; the warm-up steps before it leave no trace."""
-        if not self.capture:
-            return _EagerSteps(self._one_step, steps)
+        if not self.capture:  # in place of a graph: replay runs the very steps in Python
+            return SimpleNamespace(replay=lambda: [self._one_step(i) for i in range(steps)])
         saved = self._snapshot()
         self.model.train()
         stream = torch.cuda.Stream()
@@ -216,15 +204,13 @@ class GraphedTrainer:
                         value.zero_()
             if self.scaler is not None:
                 self.scaler.reset()
-        self.step = 0
 
-    def run_epoch(self, generator: torch.Generator,
-                  progress: Callable[[int], None] = lambda _steps: None) -> tuple[float, float, float]:
-        """One epoch in a new shuffled order; returns (mean loss, accuracy, last learning rate).
-        ``progress`` hears the steps enqueued after each block (the host's count: no sync)."""
+    def run_epoch(self, order: torch.Tensor, rates: Rates, progress: Callable[[int], None]) -> Results:
+        """One epoch over ``order`` (its last partial batch dropped); ``progress`` hears the steps
+        enqueued after each block (the host's count: no sync)."""
+        lrs, momenta = (torch.tensor(r, device=self.lr.device) if r else None for r in rates)
         self.model.train()
-        order = torch.randperm(len(self.data), generator=generator)[: self.steps * self.batch]
-        order = order.to(self.data.x.device)
+        order = order[: self.steps * self.batch]
         self.loss_sum.zero_()
         self.correct.zero_()
         for start in range(0, self.steps, self.block):
@@ -232,16 +218,14 @@ class GraphedTrainer:
             rows = order[start * self.batch:(start + n) * self.batch]
             torch.index_select(self.data.x, 0, rows, out=self.block_x[:n].view(-1, 28, 28))
             torch.index_select(self.data.y, 0, rows, out=self.block_y[:n].view(-1))
-            self.block_lr[:n].copy_(self.lrs[self.step:self.step + n])
-            if self.momenta is not None:
-                self.block_beta1[:n].copy_(self.momenta[self.step:self.step + n])
+            self.block_lr[:n].copy_(lrs[start:start + n])
+            if self.cycles and momenta is not None:
+                self.block_beta1[:n].copy_(momenta[start:start + n])
             (self.graph if n == self.block else self.tail_graph).replay()
             self.loss_sum += self.block_loss[:n].sum()
             self.correct += self.block_hits[:n].sum()
-            self.step += n
             progress(start + n)
-        last_lr = float(self.lrs[self.step - 1])
-        return self.loss_sum.item() / self.steps, self.correct.item() / (self.steps * self.batch), last_lr
+        return [(self.loss_sum.item() / self.steps, self.correct.item() / (self.steps * self.batch))]
 
 
 class _GraphScaler:
@@ -276,13 +260,3 @@ class _GraphScaler:
         torch._amp_update_scale_(self.scale_, self.growth_tracker, self.found_inf, self.growth,
                                  self.backoff, self.interval)
 
-
-class _EagerSteps:
-    """Stands in for a captured graph when ``capture=False``: replay runs the steps in Python."""
-
-    def __init__(self, one_step, steps: int) -> None:
-        self.one_step, self.steps = one_step, steps
-
-    def replay(self) -> None:
-        for i in range(self.steps):
-            self.one_step(i)

@@ -2,27 +2,34 @@
 3-fold stratified cross-validation (scikit-learn's ``GridSearchCV(cv=3)`` folds), 15
 epochs of batch 64, then a refit of the best cell on all rows.
 
-Every fit of the grid runs at once through :mod:`digits.tune.batched_mlp`, and every fit
-keeps its per-epoch history (training loss and accuracy, and the held-out fold's).
+Every fit goes through the training loop (``digits.train.fit``): the widths of each (fold, learning
+rate) side by side, which the fused MLP engine trains as one wide network, on one core each; every
+fit keeps its per-epoch history (training loss and accuracy, and the held-out fold's).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from digits.data.dataset import DigitSet
 from digits.errors import DigitsError, did_you_mean
-from digits.hardware import use_threads
-from digits.models.layers import Classifier
+from digits.hardware import choose_precision, hardware, use_threads
 from digits.models.registry import create_model
+from digits.train.callbacks import StepCounter
+from digits.train.config import TrainConfig
+from digits.train.fit import fit_side_by_side
 from digits.train.history import History
-from digits.tune.batched_mlp import MlpStack, Stream, resolve_precision, train_stack
+
+if TYPE_CHECKING:
+    from digits.tune.grid_study import GridProgress
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,21 @@ class GridSpec:
     @property
     def fits(self) -> int:
         return len(self.hidden) * len(self.lrs) * self.folds
+
+    def config(self, lr: float, seed: int, hidden: int | None = None, on_cpu: bool = False) -> TrainConfig:
+        """The training settings of one fit (the refit's, with ``hidden``, as its preset gives them);
+        ``on_cpu``: as the grid trains it, on the CPU in the grid's precision."""
+        config = TrainConfig(model="tutorial-mlp", model_args={"hidden": hidden} if hidden else {}, lr=lr,
+                             epochs=self.epochs, batch_size=self.batch_size, val_split=0.0, seed=seed)
+        return config.replace(device="cpu", precision=resolve_precision(self.precision)) if on_cpu else config
+
+
+def resolve_precision(precision: str) -> str:
+    """``fp32`` or ``bf16`` as given; ``auto`` asks the hardware rule (bf16 where the CPU computes it
+    natively, fp32 where it is emulated). The grid computes on the CPU, in fp32 or bf16 only."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    return choose_precision(precision, hardware("cpu"))
 
 
 # The notebook: 5 x 3 cells, cv=3, 45 fits in 16.9 minutes, best 256 units at lr 0.002.
@@ -84,40 +106,36 @@ def stratified_folds(labels: np.ndarray, folds: int) -> list[tuple[np.ndarray, n
     return [(a, b) for a, b in StratifiedKFold(n_splits=folds).split(np.zeros(len(labels)), labels)]
 
 
-def run_grid(spec: GridSpec, data: DigitSet, seed: int = 0,
-             on_epoch: Callable[[int, float], None] | None = None) -> list[CellResult]:
+def run_grid(spec: GridSpec, data: DigitSet, seed: int = 0, progress: GridProgress | None = None) -> list[CellResult]:
     """Cross-validate every cell of ``spec`` on ``data``; cells in (hidden, lr) order."""
     labels = data.require_labels()
     if len(data) < spec.folds * 10:
         raise DigitsError(f"{data.origin}: {len(data)} rows are too few for {spec.folds}-fold cross-validation")
-    folds = stratified_folds(labels, spec.folds)
-    streams = [Stream(torch.from_numpy(tr), torch.from_numpy(va)) for tr, va in folds]
-    pairs = list(itertools.product(range(spec.folds), spec.lrs))  # one group per (fold, lr)
+    folds = [(data.subset(tr), data.subset(va)) for tr, va in stratified_folds(labels, spec.folds)]
+    pairs = list(itertools.product(range(spec.folds), spec.lrs))  # one group of widths per (fold, lr)
     torch.manual_seed(seed)
     models = [[create_model("tutorial-mlp", hidden=h) for h in spec.hidden] for _ in pairs]
-    lrs, precision = [lr for _, lr in pairs], resolve_precision(spec.precision)
+    # One job per group and share of the widths, one core each: the cores never meet at a barrier
+    # after every small operation, and each thread's Python overhead overlaps the other's arithmetic.
     parts = balanced_parts(spec.hidden, torch.get_num_threads())
-    stacks = [MlpStack.from_models([[row[i] for i in part] for row in models], lrs, precision)
-              for part in parts]
-    images, targets = torch.from_numpy(data.images), torch.from_numpy(labels.astype(np.int64))
+    jobs = [(gi, part) for gi in range(len(pairs)) for part in parts]
+    if progress is not None:
+        progress.begin(f"{spec.fits} fits ({len(spec.hidden) * len(spec.lrs)} cells x {spec.folds} folds)",
+                       sum(spec.epochs * math.ceil(len(folds[pairs[gi][0]][0]) / spec.batch_size) for gi, _ in jobs))
 
-    def train(k: int) -> list[list[History]]:
-        return train_stack(stacks[k], images, targets, streams, [f for f, _ in pairs], spec.epochs,
-                           spec.batch_size, seed, on_epoch if k == 0 else None)
+    def train(job: tuple[int, list[int]]) -> list[History]:
+        (fold, lr), part = pairs[job[0]], job[1]
+        (rows, held_out), config = folds[fold], spec.config(lr, seed * 1000 + fold, on_cpu=True)
+        with use_threads(1):  # this thread's own setting
+            return fit_side_by_side([models[job[0]][i] for i in part], rows, config, held_out,
+                                    [StepCounter(progress.advance)] if progress is not None else ())
 
-    # One stack per core, each on one thread: the cores no longer meet at a barrier after every
-    # small operation, and each thread's Python overhead overlaps the other's arithmetic.
-    with use_threads(1), ThreadPoolExecutor(len(stacks)) as pool:
-        results = list(pool.map(train, range(len(stacks))))
-    histories = [[None] * len(spec.hidden) for _ in pairs]
-    for part, result in zip(parts, results):
-        for gi in range(len(pairs)):
-            for j, mi in enumerate(part):
-                histories[gi][mi] = result[gi][j]
+    with use_threads(1), ThreadPoolExecutor(len(parts)) as pool:
+        results = list(pool.map(train, jobs))
+    histories = {(gi, mi): history for (gi, part), result in zip(jobs, results) for mi, history in zip(part, result)}
     cells = []
     for (mi, hidden), lr in itertools.product(enumerate(spec.hidden), spec.lrs):
-        groups = [gi for gi, (_, glr) in enumerate(pairs) if glr == lr]  # fold order
-        hist = tuple(histories[gi][mi] for gi in groups)
+        hist = tuple(histories[gi, mi] for gi, (_, glr) in enumerate(pairs) if glr == lr)  # fold order
         cells.append(CellResult(hidden, lr, tuple(h.rows[-1]["val_accuracy"] for h in hist), hist))
     return cells
 
@@ -134,16 +152,3 @@ def balanced_parts(widths: Sequence[int], parts: int) -> list[list[int]]:
 def best_cell(cells: list[CellResult]) -> CellResult:
     """The cell with the highest mean score; the first one on ties, as GridSearchCV ranks."""
     return max(cells, key=lambda c: c.mean)
-
-
-def refit(cell: CellResult, spec: GridSpec, data: DigitSet, seed: int = 0,
-          on_epoch: Callable[[int, float], None] | None = None) -> tuple[Classifier, History]:
-    """Train the cell's model on every row (GridSearchCV's ``refit=True``)."""
-    labels = data.require_labels()
-    torch.manual_seed(seed)
-    stack = MlpStack.from_models([[create_model("tutorial-mlp", hidden=cell.hidden)]], [cell.lr],
-                                 resolve_precision(spec.precision))
-    stream = Stream(torch.arange(len(data)))
-    histories = train_stack(stack, torch.from_numpy(data.images), torch.from_numpy(labels.astype(np.int64)),
-                            [stream], [0], spec.epochs, spec.batch_size, seed, on_epoch)
-    return stack.to_model(0, 0), histories[0][0]

@@ -4,47 +4,44 @@ best cell on all rows and predict the test set."""
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from digits.console import WorkBar
 from digits.data.dataset import DigitSet
-from digits.tune.grid import CellResult, GridSpec, best_cell, refit, run_grid
+from digits.tune.grid import CellResult, GridSpec, best_cell, run_grid
 
 
 class GridProgress:
-    """A bar over the grid's epochs, then the refit's. Every fit (each cell on each fold)
-    trains at once, batched, so all of them advance together: one bar, not one per fold."""
+    """The grid's optimizer steps on one bar with rate and time left (``digits.console.WorkBar``,
+    as ``digits train``'s epochs: stderr, a line every 30 s in a log, quiet under --quiet and
+    --json), then the refit's. Every fit advances it, from whichever thread trains it."""
 
-    def __init__(self, console: Console, spec: GridSpec) -> None:
-        self.console, self.spec = console, spec
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, disable=not console.is_terminal)
-        self.stage = ""
-        self.task: Any = None
+    def __init__(self) -> None:
+        self.bar: WorkBar | None = None
+        self.done = 0
+        self.lock = threading.Lock()
 
     def __enter__(self) -> GridProgress:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.bar is not None:
+            self.bar.__exit__()
 
-    def begin(self, stage: str) -> None:
-        self.stage = stage
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(stage, total=self.spec.epochs)
+    def begin(self, stage: str, steps: int) -> None:
+        self.__exit__()
+        self.bar, self.done = WorkBar(stage, steps, "steps").__enter__(), 0
 
-    def epoch(self, epoch: int, seconds: float) -> None:
-        self.progress.update(self.task, completed=epoch)
-        if not self.console.is_terminal:  # logs: one line per epoch instead of a bar
-            self.console.print(f"  {self.stage}: epoch {epoch}/{self.spec.epochs} ({seconds:.1f} s)")
+    def advance(self, steps: int) -> None:
+        with self.lock:
+            self.done += steps
+            self.bar.update(self.done)
 
 
 @dataclass(frozen=True)
@@ -65,56 +62,43 @@ def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder
     """Everything ``digits tune --grid`` does after parsing; files go into ``folder``."""
     from digits.tune.report import grid_table, write_cv_results, write_grid_histories
 
-    cells_count = len(spec.hidden) * len(spec.lrs)
-    progress.begin(f"{spec.fits} fits ({cells_count} cells x {spec.folds} folds)")
-    cells = run_grid(spec, data, seed, progress.epoch)
+    cells = run_grid(spec, data, seed, progress)
     best = best_cell(cells)
     files = {"cv_results": write_cv_results(folder / "cv_results.csv", cells),
              "histories": write_grid_histories(folder / "histories.csv", cells)}
-    progress.begin(f"refit {best.hidden} units, lr {best.lr:g}")
-    model, history = refit(best, spec, data, seed, progress.epoch)
-    refit_files, score = _save_refit(folder / "refit", model, history, best, spec, data, test, seed)
+    refit_files, score = _refit(folder / "refit", best, spec, data, test, seed, progress)
     study, study_files = _record_study(cells, spec, folder, study_name, storage_url)
     files |= refit_files | study_files
     return GridStudyResult(cells, best, grid_table(cells, spec.lrs), files, score, study)
 
 
-def _save_refit(run_dir: Path, model: Any, history: Any, best: CellResult, spec: GridSpec, data: DigitSet,
-                test: DigitSet | None, seed: int) -> tuple[dict[str, Path], float | None]:
-    """The refit's run directory and the best cell as a preset; the files and the score."""
-    from digits.data.identity import data_record, write_fingerprint
+def _refit(run_dir: Path, best: CellResult, spec: GridSpec, data: DigitSet, test: DigitSet | None, seed: int,
+           progress: GridProgress) -> tuple[dict[str, Path], float | None]:
+    """Train the best cell on every row (GridSearchCV's ``refit=True``) into a run directory, write
+    the cell as a preset, and score the refit when the test set has an answer key beside it."""
     from digits.data.submission import score_submission, write_submission
     from digits.jsonfile import write_json
     from digits.output import run_files
     from digits.predict.predictor import Predictor
     from digits.predict.scores import check_not_trained_on
     from digits.presets import write_preset
-    from digits.report.plots import plot_learning_curves
-    from digits.runs import environment, save_model
-    from digits.train.config import TrainConfig
-    from digits.train.run import TRAINING_ROWS
+    from digits.train.callbacks import StepCounter
+    from digits.train.run import train_run
 
-    config = TrainConfig(model="tutorial-mlp", model_args={"hidden": best.hidden}, epochs=spec.epochs,
-                         batch_size=spec.batch_size, optimizer="rmsprop", lr=best.lr, val_split=0.0, seed=seed)
-    write_fingerprint(run_dir / TRAINING_ROWS, data.images)
-    write_json(run_dir / "config.json", {"train": config.to_dict(), "environment": environment(),
-                                         "data": {**data_record(data.origin, data), "train_rows": len(data),
-                                                  "val_rows": 0, "fingerprint": TRAINING_ROWS}})
-    history.save(run_dir / "history.csv")
-    plot_learning_curves(history, run_dir / "curves.png", title=f"refit: {best.hidden} units, lr {best.lr:g}")
-    save_model(run_dir, model, "tutorial-mlp", {"hidden": best.hidden})
-    preset = write_preset(run_dir.parent / "best.toml", config,
+    progress.begin(f"refit {best.hidden} units, lr {best.lr:g}", spec.epochs * -(-len(data) // spec.batch_size))
+    run = train_run(spec.config(best.lr, seed, best.hidden, on_cpu=True), data, run_dir, [StepCounter(progress.advance)])
+    preset = write_preset(run_dir.parent / "best.toml", spec.config(best.lr, seed, best.hidden),
                           f"grid {spec.name}: best cell, CV accuracy {best.mean:.6f} ± {best.std:.4f}",
                           f"about {best.mean:.4f} on held-out rows ({spec.folds}-fold cross-validation)")
     score = None
     if test is not None:
-        labels = Predictor.from_model(model, "tutorial-mlp").predict(test.images)
+        labels = Predictor.from_model(run.model, "tutorial-mlp").predict(test.images)
         submission = write_submission(run_dir / "submission.csv", labels)
         solution = Path(test.origin).parent / "solution.csv"
         if solution.is_file():
             check_not_trained_on(submission, solution, test=test.origin)
             score = score_submission(submission, solution)
-            write_json(run_dir / "metrics.json", {"score": score, "cv_mean": best.mean, "cv_std": best.std})
+            write_json(run_dir / "metrics.json", run.metrics | {"score": score, "cv_mean": best.mean, "cv_std": best.std})
     files = {"best_preset": preset} | {f"refit_{label}": path for label, path in run_files(run_dir).items()}
     return files, score
 

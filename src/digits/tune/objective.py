@@ -1,12 +1,12 @@
 """The function Optuna maximises: one training run of the trial's settings, judged by the
-final validation accuracy, reported every epoch so that poor trials are pruned early."""
+final validation accuracy, reported every epoch so that poor trials are pruned early, with its
+optimizer steps recorded in the trial as they go (the watcher's bars read them from the storage)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
-
-import torch
 
 from digits.data.dataset import DigitSet
 from digits.errors import DigitsError
@@ -15,14 +15,27 @@ from digits.train.fit import train_model
 from digits.tune.search import worker_name
 from digits.tune.space import SearchSpace
 
+PROGRESS_EVERY = 1.0  # seconds between writes of a trial's step count to the storage (the watcher polls each second)
+
 
 class ReportToTrial(Callback):
     """Reports each epoch's validation accuracy to the trial, keeps the history in the
-    trial (user attribute ``history``) and stops a trial the pruner judges poor."""
+    trial (user attribute ``history``) and stops a trial the pruner judges poor. The steps done
+    and planned go into user attribute ``steps``, at most once every ``PROGRESS_EVERY`` seconds."""
 
     def __init__(self, trial: Any) -> None:
         self.trial = trial
         self.rows: list[dict[str, float]] = []
+        self.steps, self.total, self.written = 0, 0, -float("inf")
+
+    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
+        self.steps, self.total = steps_per_epoch, epochs * steps_per_epoch
+
+    def on_batch_end(self, epoch: int, step: int) -> None:
+        now = time.monotonic()
+        if now - self.written >= PROGRESS_EVERY or step == self.steps:
+            self.written = now
+            self.trial.set_user_attr("steps", [(epoch - 1) * self.steps + step, self.total])
 
     def on_epoch_end(self, epoch: int, row: dict[str, float]) -> bool | None:
         import optuna
@@ -53,9 +66,3 @@ def make_objective(space: SearchSpace, data: DigitSet, device: str = "auto") -> 
         return history.rows[-1]["val_accuracy"]
 
     return objective
-
-
-def limit_threads(threads: int | None) -> None:
-    """Use ``threads`` CPU threads (None: torch's default, one per core)."""
-    if threads:
-        torch.set_num_threads(threads)

@@ -110,13 +110,15 @@ def run_worker(settings: WorkerSettings, worker: int = 0) -> list[int]:
     """One worker: trial after trial until the study has ``settings.trials`` finished
     trials (counting every worker's), or the timeout. Returns the numbers of the trials it ran."""
     import optuna
+    import torch
 
     from digits.data.kaggle import load_kaggle_csv
-    from digits.tune.objective import limit_threads, make_objective
+    from digits.tune.objective import make_objective
     from digits.tune.space import load_space
 
     quiet_optuna()
-    limit_threads(settings.threads)
+    if settings.threads:  # None: torch's default, one per core
+        torch.set_num_threads(settings.threads)
     space = load_space(settings.space)
     data = load_kaggle_csv(settings.train_csv, kind="train")
     study = open_study(settings, worker)
@@ -199,8 +201,8 @@ def start_workers(settings: WorkerSettings, count: int,
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The study as the storage has it now; ``epochs`` holds (number, epochs done, epochs
-    planned) for each running trial, from the history its worker records every epoch."""
+    """The study as the storage has it now; ``steps`` holds (number, optimizer steps done, steps
+    planned) for each running trial, as its worker records them (``ReportToTrial``)."""
 
     finished: int
     running: int
@@ -208,7 +210,7 @@ class Snapshot:
     best_value: float | None
     best_number: int | None
     best_params: dict[str, Any]
-    epochs: tuple[tuple[int, int, int], ...] = ()
+    steps: tuple[tuple[int, int, int], ...] = ()
 
 
 def snapshot(study: Any) -> Snapshot:
@@ -223,8 +225,7 @@ def snapshot(study: Any) -> Snapshot:
                     sum(t.state == state.FAIL for t in trials),
                     best.value if best else None, best.number if best else None,
                     dict(best.params) if best else {},
-                    tuple((t.number, len(t.user_attrs.get("history", ())),
-                           int(t.user_attrs.get("config", {}).get("epochs", 0))) for t in running))
+                    tuple((t.number, *t.user_attrs.get("steps", (0, 0))) for t in running))
 
 
 def watch(study: Any, until: Callable[[], bool], on_change: Callable[[Snapshot], None],

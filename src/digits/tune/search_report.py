@@ -1,15 +1,24 @@
 """The terminal side of an Optuna search: a bar over the trials with a live best-so-far
-line and a bar over the epochs of each running trial while workers run, then the trials
-table, the pictures and the best trial as a preset."""
+line and a bar over the optimizer steps of each running trial (rate and time left, as
+``digits train`` shows an epoch) while workers run, then the trials table, the pictures and
+the best trial as a preset."""
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from digits.errors import TuneError
 from digits.tune.search import (
@@ -32,21 +41,24 @@ def _best_line(snap: Snapshot) -> str:
 
 
 class TrialBars:
-    """One bar per running trial over its epochs, added when it starts, gone when it ends."""
+    """One bar per running trial over its steps, added when it starts, gone when it ends."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.tasks: dict[int, Any] = {}
+        self.first: dict[int, tuple[float, int]] = {}  # when each trial was first seen, at which step
 
-    def update(self, epochs: tuple[tuple[int, int, int], ...]) -> None:
-        running = {number: (done, total) for number, done, total in epochs}
+    def update(self, steps: tuple[tuple[int, int, int], ...]) -> None:
+        running = {number: (done, total) for number, done, total in steps}
         for number in set(self.tasks) - set(running):
             self.progress.remove_task(self.tasks.pop(number))
+        now = time.monotonic()
         for number, (done, total) in sorted(running.items()):
             if number not in self.tasks:
-                self.tasks[number] = self.progress.add_task(f"  trial #{number} epochs", total=total or None,
-                                                            best="")
-            self.progress.update(self.tasks[number], completed=done)
+                self.tasks[number] = self.progress.add_task(f"  trial #{number}", total=total or None, best="", rate="")
+            since, start = self.first.setdefault(number, (now, done))
+            rate = f"{(done - start) / (now - since):,.1f} steps/s" if now > since and done > start else ""
+            self.progress.update(self.tasks[number], completed=done, total=total or None, rate=rate)
 
 
 def run_search_with_progress(settings: WorkerSettings, workers: int, console: Console,
@@ -55,15 +67,16 @@ def run_search_with_progress(settings: WorkerSettings, workers: int, console: Co
     worker processes print their tallies on ``tally`` (see ``start_workers``)."""
     study = open_study(settings)  # created here first, so workers only join it
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("{task.fields[best]}"), console=console,
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("left"),
+                        TimeRemainingColumn(), TextColumn("{task.fields[best]}"), console=console,
                         disable=not console.is_terminal)
-    task = progress.add_task("trials", total=settings.trials, best="best: -")
+    task = progress.add_task("trials", total=settings.trials, best="best: -", rate="")
     bars = TrialBars(progress)
     shown = {"finished": -1}
 
     def on_change(snap: Snapshot) -> None:
         progress.update(task, completed=min(snap.finished, settings.trials), best=_best_line(snap))
-        bars.update(snap.epochs)
+        bars.update(snap.steps)
         if not console.is_terminal and snap.finished != shown["finished"]:
             console.print(f"  {snap.finished}/{settings.trials} trials finished, {snap.running} running, "
                           f"{snap.failed} failed; {_best_line(snap)}")

@@ -1,0 +1,96 @@
+"""Step engines: the optimizer steps of one epoch, for the one loop in ``digits.train.fit``,
+over the order it gives, for one model or several side by side on the same batches. Each says
+positively what it handles (``supports``); the loop takes the first that does (``ENGINES``
+there). This one, the general engine, handles everything: autograd and torch.optim."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from digits.data.tensors import TensorSet
+from digits.precision import autocast, grad_scaler
+from digits.train.augment import random_affine
+from digits.train.config import TrainConfig
+from digits.train.optim import build_optimizer
+from digits.train.schedule import Rates, set_rate
+
+# Settings the loop carries out itself, whatever the engine (the schedule too: engines only set
+# each step's rate from the loop's table).
+LOOP_SETTINGS = frozenset({"model", "model_args", "epochs", "batch_size", "lr", "schedule", "schedule_args",
+                           "val_split", "shuffle", "seed", "device", "early_stopping", "monitor", "restore_best"})
+Claims = dict[str, Callable[[Any, TrainConfig], bool]]  # setting -> which of its values an engine handles
+
+
+def claims(config: TrainConfig, handled: Claims) -> bool:
+    """Whether every setting of ``config`` is the loop's or one in ``handled`` with a value it takes;
+    a setting added later is handled by nobody but the general engine until an engine claims it."""
+    return all(f.name in LOOP_SETTINGS or (f.name in handled and handled[f.name](getattr(config, f.name), config))
+               for f in dataclasses.fields(config))
+
+
+class EngineUnavailable(RuntimeError):
+    """This engine cannot run these models after all (a CUDA graph that fails to capture): take the next."""
+
+
+Results = list[tuple[float, float]]  # per model: (mean training loss, accuracy) of the epoch
+
+
+class AutogradEngine:
+    """The general engine: forward, ``loss.backward()`` and ``optimizer.step()``."""
+
+    checkpoints = True  # the loop may save and resume its state
+
+    @staticmethod
+    def supports(models: Sequence[nn.Module], config: TrainConfig, device: torch.device) -> bool:
+        return True
+
+    def __init__(self, models: Sequence[nn.Module], data: TensorSet, config: TrainConfig) -> None:
+        self.models, self.data, self.config = list(models), data, config
+        self.optimizers = [build_optimizer(config.optimizer, m.parameters(), config.lr,
+                                           weight_decay=config.weight_decay, **config.optimizer_args) for m in models]
+        self.forwards = [torch.compile(m) if config.compile else m for m in models]
+        self.scalers = [grad_scaler(data.x.device, config.precision) for _ in models]  # fp16: loss scaling
+        self.steps = math.ceil(len(data) / config.batch_size)
+        self.batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for n in models for m in n.modules())
+
+    def run_epoch(self, order: torch.Tensor, rates: Rates, progress: Callable[[int], None]) -> Results:
+        """One pass over the rows in ``order``; ``progress`` hears the steps done so far."""
+        (lrs, momenta), config, data = rates, self.config, self.data
+        for model in self.models:
+            model.train()
+        # Accumulate on the device: a .item() here would sync every step.
+        loss_sums = [torch.zeros((), device=data.x.device) for _ in self.models]
+        correct = [torch.zeros((), device=data.x.device, dtype=torch.int64) for _ in self.models]
+        seen = 0
+        for step, start in enumerate(range(0, len(order), config.batch_size)):
+            idx = order[start:start + config.batch_size]
+            if len(idx) < 2 and self.batch_norm:
+                continue  # batch norm cannot train on a single example
+            x, y = data.x[idx], data.y[idx]
+            if config.augment:
+                x = random_affine(x, **config.augment)
+            for k, (forward, optimizer, scaler) in enumerate(zip(self.forwards, self.optimizers, self.scalers)):
+                set_rate(optimizer.param_groups[0], lrs[step], momenta[step] if momenta else None)
+                with autocast(data.x.device, config.precision):
+                    logits = forward(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:  # fp16: skips the step (and lowers the scale) when a gradient overflowed
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                loss_sums[k] += loss.detach() * len(idx)
+                correct[k] += (logits.detach().argmax(1) == y).sum()
+            seen += len(idx)
+            progress(step + 1)
+        return [(s.item() / max(seen, 1), c.item() / max(seen, 1)) for s, c in zip(loss_sums, correct)]
