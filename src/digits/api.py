@@ -48,6 +48,7 @@ def run_training(plan: TrainConfig | EnsembleSpec, data: DigitSet, run_dir: str 
     >>> result = digits.run_training(plan, train, "runs/mine")         # doctest: +SKIP
     """
     from digits.predict.calibrate import calibrate_run
+    from digits.report.plots import draw_learning_curves
     from digits.train.config import TrainConfig
     from digits.train.ensemble import EnsembleSpec, train_ensemble
     from digits.train.run import train_run
@@ -59,6 +60,7 @@ def run_training(plan: TrainConfig | EnsembleSpec, data: DigitSet, run_dir: str 
         result = EnsembleResult(Path(run_dir), metrics)
     else:
         result = train_run(spec.config, data, run_dir, callbacks, data_source, resume=resume)
+    draw_learning_curves(run_dir)  # each model's curves.png, from the history.csv training wrote
     # A complete run is calibrated on the rows it held out (an ensemble whose members other
     # --members jobs still train: by the job that finishes it). Here, above the train layer:
     # the fit goes through the run's own Predictor, the probabilities it will answer with.

@@ -17,7 +17,7 @@ from digits.data.submission import score_submission, write_submission
 from digits.jsonfile import read_json, write_json
 from digits.predict.predictor import Predictor
 from digits.predict.scores import check_not_trained_on, record_score
-from digits.report.plots import plot_digit_grid
+from digits.report.plots import draw_learning_curves, plot_digit_grid
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
 from digits.train.run import train_run
@@ -55,6 +55,7 @@ def run_tutorial(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     say(f"[2/6] training {config.model} for {config.epochs} epochs, batch {config.batch_size}, "
         f"the last {config.val_split:.0%} of rows held out for validation")
     explore = train_run(config, train, run_dir / "validation", callbacks, str(data_dir / "train.csv"))
+    draw_learning_curves(explore.run_dir)
     say(f"      history: {explore.run_dir / 'history.csv'}  curves: {explore.run_dir / 'curves.png'}")
 
     epochs = choose_epochs(explore.history.column("val_loss"))
@@ -66,6 +67,7 @@ def run_tutorial(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     say(f"[4/6] retraining on all {len(train)} rows for {epochs} epochs")
     final = train_run(config.replace(epochs=epochs, val_split=0.0), train, run_dir, callbacks,
                       str(data_dir / "train.csv"))
+    draw_learning_curves(run_dir)
 
     labels = Predictor.open(run_dir, next(final.model.parameters()).device).predict(test.images)
     submission = write_submission(run_dir / "submission.csv", labels)

@@ -80,7 +80,7 @@ def _run_grid(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.console import console
     from digits.data.kaggle import load_kaggle_csv
     from digits.tune.grid import get_grid, resolve_precision
-    from digits.tune.grid_study import GridProgress, run_grid_study
+    from digits.tune.grid_study import GridBar, run_grid_study
     from digits.tune.storage import sqlite_url
 
     started = time.perf_counter()
@@ -95,7 +95,7 @@ def _run_grid(args: argparse.Namespace, created: list[Path]) -> int:
     console.print(f"grid {spec.name}: hidden {list(spec.hidden)} x lr {list(spec.lrs)}, {spec.folds}-fold CV, "
                   f"{spec.epochs} epochs, batch {spec.batch_size}: {spec.fits} fits + refit, on {len(data)} rows; "
                   f"first-layer matmuls in {resolve_precision(spec.precision)}")
-    with GridProgress() as progress:
+    with GridBar() as progress:
         result = run_grid_study(spec, data, test, folder, study, args.storage, args.seed, progress)
     created.clear()
     files = result.files | _database(args.storage, folder)

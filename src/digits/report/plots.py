@@ -55,6 +55,30 @@ def plot_learning_curves(history: History, path: str | os.PathLike[str], title: 
     return _save(learning_curves_figure([("", history, None)], title=title), path)
 
 
+def draw_learning_curves(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """``curves.png`` beside each ``history.csv`` of a run directory (its model's, or each ensemble
+    member's) that is newer than its picture; the paths drawn. Training writes the history, this
+    layer draws it: the train layer draws nothing."""
+    import json
+
+    from digits.train.history import History
+
+    run_dir = Path(run_dir)
+    histories = ([run_dir / "history.csv"] if (run_dir / "history.csv").is_file()
+                 else sorted((run_dir / "members").glob("*/history.csv")))
+    drawn = []
+    for history in histories:
+        picture = history.parent / "curves.png"
+        if picture.is_file() and picture.stat().st_mtime >= history.stat().st_mtime:
+            continue
+        try:
+            title = json.loads((history.parent / "config.json").read_text())["train"]["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            title = None
+        drawn.append(plot_learning_curves(History.load(history), picture, title=title))
+    return drawn
+
+
 def learning_curves_figure(curves: Sequence[tuple[str, History, int | None]], mark_label: str = "",
                            title: str | None = None) -> plt.Figure:
     """Loss and accuracy against epochs, train vs validation, for one history or several

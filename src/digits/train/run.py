@@ -17,7 +17,6 @@ from torch import nn
 from digits.data.dataset import DigitSet
 from digits.data.identity import data_record, write_fingerprint
 from digits.jsonfile import write_json
-from digits.report.plots import plot_learning_curves
 from digits.runs import environment, save_model
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
@@ -72,7 +71,6 @@ def train_run(config: TrainConfig, data: DigitSet, run_dir: str | os.PathLike[st
                                  checkpoint_dir=checkpoint_folder(run_dir), resume=resume)
     seconds = time.perf_counter() - started
     history.save(run_dir / "history.csv")
-    plot_learning_curves(history, run_dir / "curves.png", title=config.model)
     card = save_model(run_dir, model, config.model, dict(config.model_args))
     last = history.rows[-1] if len(history) else {}
     metrics = {"model": config.model, "parameters": card.parameters, "epochs": len(history),

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,8 +28,14 @@ from digits.train.config import TrainConfig
 from digits.train.fit import fit_side_by_side
 from digits.train.history import History
 
-if TYPE_CHECKING:
-    from digits.tune.grid_study import GridProgress
+
+class GridProgress(Protocol):
+    """What the grid tells about its work: a stage of ``steps`` optimizer steps begins, and
+    ``steps`` more are done (``digits.tune.grid_study`` shows them on a bar)."""
+
+    def begin(self, stage: str, steps: int) -> None: ...
+
+    def advance(self, steps: int) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from digits.data.dataset import DigitSet
 from digits.tune.grid import CellResult, GridSpec, best_cell, run_grid
 
 
-class GridProgress:
+class GridBar:
     """The grid's optimizer steps on one bar with rate and time left (``digits.console.WorkBar``,
     as ``digits train``'s epochs: stderr, a line every 30 s in a log, quiet under --quiet and
     --json), then the refit's. Every fit advances it, from whichever thread trains it."""
@@ -27,7 +27,7 @@ class GridProgress:
         self.done = 0
         self.lock = threading.Lock()
 
-    def __enter__(self) -> GridProgress:
+    def __enter__(self) -> GridBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -58,7 +58,7 @@ class GridStudyResult:
 
 
 def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder: Path, study_name: str,
-                   storage_url: str | None, seed: int, progress: GridProgress) -> GridStudyResult:
+                   storage_url: str | None, seed: int, progress: GridBar) -> GridStudyResult:
     """Everything ``digits tune --grid`` does after parsing; files go into ``folder``."""
     from digits.tune.report import grid_table, write_cv_results, write_grid_histories
 
@@ -73,7 +73,7 @@ def run_grid_study(spec: GridSpec, data: DigitSet, test: DigitSet | None, folder
 
 
 def _refit(run_dir: Path, best: CellResult, spec: GridSpec, data: DigitSet, test: DigitSet | None, seed: int,
-           progress: GridProgress) -> tuple[dict[str, Path], float | None]:
+           progress: GridBar) -> tuple[dict[str, Path], float | None]:
     """Train the best cell on every row (GridSearchCV's ``refit=True``) into a run directory, write
     the cell as a preset, and score the refit when the test set has an answer key beside it."""
     from digits.data.submission import score_submission, write_submission
@@ -82,11 +82,13 @@ def _refit(run_dir: Path, best: CellResult, spec: GridSpec, data: DigitSet, test
     from digits.predict.predictor import Predictor
     from digits.predict.scores import check_not_trained_on
     from digits.presets import write_preset
+    from digits.report.plots import draw_learning_curves
     from digits.train.callbacks import StepCounter
     from digits.train.run import train_run
 
     progress.begin(f"refit {best.hidden} units, lr {best.lr:g}", spec.epochs * -(-len(data) // spec.batch_size))
     run = train_run(spec.config(best.lr, seed, best.hidden, on_cpu=True), data, run_dir, [StepCounter(progress.advance)])
+    draw_learning_curves(run_dir)
     preset = write_preset(run_dir.parent / "best.toml", spec.config(best.lr, seed, best.hidden),
                           f"grid {spec.name}: best cell, CV accuracy {best.mean:.6f} ± {best.std:.4f}",
                           f"about {best.mean:.4f} on held-out rows ({spec.folds}-fold cross-validation)")

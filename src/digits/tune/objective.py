@@ -12,8 +12,8 @@ from digits.data.dataset import DigitSet
 from digits.errors import DigitsError
 from digits.train.callbacks import Callback
 from digits.train.fit import train_model
-from digits.tune.search import worker_name
 from digits.tune.space import SearchSpace
+from digits.tune.storage import worker_name
 
 PROGRESS_EVERY = 1.0  # seconds between writes of a trial's step count to the storage (the watcher polls each second)
 

@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import socket
 import sys
 import time
 import warnings
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from digits.errors import DigitsError, TuneError
+from digits.tune.storage import worker_name
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
@@ -156,11 +156,6 @@ class _StopAfterFailures:
         if self.in_a_row >= self.limit:
             self.stopped = True
             study.stop()
-
-
-def worker_name() -> str:
-    """host:pid, recorded in every trial so a study shows who ran what."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 TALLIES = ("stdout", "stderr", "none")

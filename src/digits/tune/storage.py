@@ -8,6 +8,7 @@ parameters again, so a crash loses no trial.
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,8 @@ def _redact(url: str) -> str:
     scheme, _, creds = head.partition("://")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{tail}" if ":" in creds else url
+
+
+def worker_name() -> str:
+    """host:pid, recorded in every trial so a study shows who ran what."""
+    return f"{socket.gethostname()}:{os.getpid()}"
