@@ -63,7 +63,9 @@ def test_tutorial_mlp_learns_real_digits(train_set):
 
 
 def test_run_directory_holds_config_history_curves_weights_and_metrics(tmp_path, train_set):
-    result = train_run(FAST, train_set, tmp_path / "run")
+    import digits
+
+    result = digits.run_training(FAST, train_set, tmp_path / "run")  # trains, draws curves.png, calibrates
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"config.json", "history.csv", "curves.png", "model.safetensors", "model.json",
             "metrics.json"} <= names

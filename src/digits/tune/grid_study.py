@@ -19,7 +19,7 @@ from digits.tune.grid import CellResult, GridSpec, best_cell, run_grid
 
 class GridBar:
     """The grid's optimizer steps on one bar with rate and time left (``digits.console.WorkBar``,
-    as ``digits train``'s epochs: stderr, a line every 30 s in a log, quiet under --quiet and
+    as ``digits train``'s epochs: stderr, a periodic line in a log, quiet under --quiet and
     --json), then the refit's. Every fit advances it, from whichever thread trains it."""
 
     def __init__(self) -> None:
