@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,28 @@ def train_ensemble_on_fixture(factory: pytest.TempPathFactory, *flags: str) -> P
         assert main(["train", "--train", str(FIXTURES / "train.csv"), "--epochs", "1", "--ensemble", "2",
                      "--no-report", "--quiet", "--out", str(folder / "run"), *flags]) == 0
     return folder / "run"
+
+
+def with_stderr_on_a_terminal(*args: str, timeout: float = 120) -> tuple[int, str, str]:
+    """Run ``digits ARGS`` with stderr on a pseudo-terminal (as a person sees it) and stdout on a
+    pipe (as `> log` does); return (status, stdout, what the terminal showed)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "140"}
+    proc = subprocess.Popen([sys.executable, "-m", "digits.cli", *args], stdout=subprocess.PIPE,
+                            stderr=follower, text=True, env=env)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out = proc.stdout.read()
+    os.close(leader)
+    return proc.wait(timeout=timeout), out, shown.decode("utf-8", "replace")

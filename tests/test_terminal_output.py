@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import FIXTURES
+from helpers import FIXTURES, with_stderr_on_a_terminal
 from rich.console import Console
 from rich.progress import Progress
 
@@ -221,33 +221,8 @@ def test_running_trials_show_their_steps_from_the_storage_and_leave_when_done():
     assert progress.tasks == []
 
 
-def _with_stderr_on_a_terminal(*args: str) -> tuple[int, str, str]:
-    """Run ``digits ARGS`` with stderr on a pseudo-terminal (as a person sees it) and stdout on a
-    pipe (as `> log` does); return (status, stdout, what the terminal showed)."""
-    import os
-    import pty
-
-    leader, follower = pty.openpty()
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "140"}
-    proc = subprocess.Popen([sys.executable, "-m", "digits.cli", *args], stdout=subprocess.PIPE,
-                            stderr=follower, text=True, env=env)
-    os.close(follower)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    out = proc.stdout.read()
-    os.close(leader)
-    return proc.wait(timeout=120), out, shown.decode("utf-8", "replace")
-
-
 def test_training_shows_a_bar_inside_each_epoch_with_steps_rate_and_time_left_on_stderr(tmp_path):
-    code, out, shown = _with_stderr_on_a_terminal("train", "--data", str(FIXTURES), "--epochs", "2",
+    code, out, shown = with_stderr_on_a_terminal("train", "--data", str(FIXTURES), "--epochs", "2",
                                                   "--out", str(tmp_path / "run"), "--no-report")
     assert code == 0, shown
     assert "epoch 1/2" in shown and "epoch 2/2" in shown and "/30" in shown  # 30 steps of 64 rows
@@ -256,7 +231,7 @@ def test_training_shows_a_bar_inside_each_epoch_with_steps_rate_and_time_left_on
 
 
 def test_predict_shows_a_bar_over_the_digits_on_stderr(trained, tmp_path):
-    code, out, shown = _with_stderr_on_a_terminal("predict", str(trained), "--data", str(FIXTURES),
+    code, out, shown = with_stderr_on_a_terminal("predict", str(trained), "--data", str(FIXTURES),
                                                   "--out", str(tmp_path / "s.csv"))
     assert code == 0, shown
     assert "predicting" in shown and "digits/s" in shown and "digits/s" not in out
@@ -264,7 +239,7 @@ def test_predict_shows_a_bar_over_the_digits_on_stderr(trained, tmp_path):
 
 @pytest.mark.parametrize("mode", ["--quiet", "--json"])
 def test_no_bars_under_quiet_or_json(tmp_path, mode):
-    code, _, shown = _with_stderr_on_a_terminal("train", "--data", str(FIXTURES), "--epochs", "1",
+    code, _, shown = with_stderr_on_a_terminal("train", "--data", str(FIXTURES), "--epochs", "1",
                                                 "--out", str(tmp_path / "run"), "--no-report", mode)
     assert code == 0 and "steps/s" not in shown and "epoch 1/1" not in shown
 

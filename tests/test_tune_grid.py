@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from helpers import FIXTURES, with_stderr_on_a_terminal
 from sklearn.model_selection import StratifiedKFold
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.presets import load_preset
 from digits.tune.grid import GridSpec, best_cell, run_grid, stratified_folds
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_folds_are_scikit_learns_stratified_folds_as_grid_search_cv_uses() -> None:
@@ -72,27 +71,9 @@ def test_the_grid_widths_are_shared_out_between_cores_by_total_width() -> None:
 
 
 def test_the_grid_shows_one_bar_over_every_fits_steps_with_rate_and_time_left_on_stderr(tmp_path: Path) -> None:
-    import os
-    import pty
-
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "digits.cli", "tune", "--grid", "quick", "--data", str(FIXTURES),
-                             "--out", str(tmp_path / "grid")], stdout=subprocess.PIPE, stderr=follower, text=True,
-                            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "140"})
-    os.close(follower)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    out = proc.stdout.read()
-    os.close(leader)
-    assert proc.wait(timeout=300) == 0, shown
-    text = shown.decode("utf-8", "replace")
+    code, out, text = with_stderr_on_a_terminal("tune", "--grid", "quick", "--data", str(FIXTURES),
+                                                "--out", str(tmp_path / "grid"), timeout=300)
+    assert code == 0, text
     # 8 fits (4 cells x 2 folds) of 1,000 rows, 16 steps an epoch, 2 epochs: 256 steps; the refit 64
     assert "8 fits (4 cells x 2 folds)" in text and "/256" in text and "refit" in text and "/64" in text
     assert "steps/s" in text and "left" in text and "steps/s" not in out
