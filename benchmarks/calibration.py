@@ -11,6 +11,9 @@ solution.csv beside it, as `digits data prepare` writes them) it measures, on te
 - the share of wrong answers flagged, clean and under the shifts;
 - the share of non-digits (benchmarks/nondigits.py) answered "not a digit" or "unsure".
 
+Every verdict comes from the run's own calibration.json and rejector.safetensors (fitted on its
+training and validation rows); the shifts and the non-digits here only test them.
+
     python benchmarks/calibration.py runs/fast --record
 """
 
@@ -67,8 +70,8 @@ def shifted_sets(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def measure(predictor, calibration, images: np.ndarray, labels: np.ndarray | None) -> dict:
-    proba = predictor.predict_proba(images)
-    decisions = decide(proba, images, calibration)
+    proba, distance = predictor.predict_with_distance(images)
+    decisions = decide(proba, images, calibration, distance=distance, rejector=predictor.rejector)
     flagged = np.array([d.verdict != "answered" for d in decisions])
     out = {"rows": int(len(images)), "flagged": round(float(flagged.mean()), 5),
            "not_a_digit": round(float(np.mean([d.verdict == "not a digit" for d in decisions])), 5)}
@@ -96,15 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor.open(run)
     calibration = predictor.calibration
     uncalibrated = average_members(predictor.member_proba(test, calibrated=False))
+    rejector = predictor.rejector
     result = {"run": str(run), "machine": describe(), "calibration": calibration.to_dict(),
+              "rejector": None if rejector is None else {"threshold": rejector.threshold, **rejector.measured},
               "clean": measure(predictor, calibration, test, labels),
               "clean_ece_uncalibrated": round(expected_calibration_error(uncalibrated, labels), 5),
               "shifts": {name: measure(predictor, calibration, images, labels)
                          for name, images in shifted_sets(test).items()},
               "nondigits": {}}
     for kind, (images, found) in nondigits().items():
-        proba = predictor.predict_proba(images)
-        decisions = decide(proba, images, calibration, found)
+        proba, distance = predictor.predict_with_distance(images)
+        decisions = decide(proba, images, calibration, found, distance, predictor.rejector)
         result["nondigits"][kind] = {
             "rows": len(images), "caught": round(float(np.mean([d.verdict != "answered" for d in decisions])), 4),
             "not_a_digit": round(float(np.mean([d.verdict == "not a digit" for d in decisions])), 4)}
@@ -124,7 +129,12 @@ def summarise(result: dict) -> str:
     clean, shifts = result["clean"], result["shifts"]
     lines = [f"Machine: {result['machine']}. Run {result['run']}, "
              f"temperature {result['calibration']['temperature']:.3f} and thresholds fitted on its "
-             f"{result['calibration']['measured'].get('rows', '?')} validation rows.", "",
+             f"{result['calibration']['measured'].get('rows', '?')} validation rows; "
+             + (f"not-a-digit rejector (Mahalanobis distance on the penultimate features) fitted on its "
+                f"{result['rejector']['train_rows']:,} training rows, threshold "
+                f"{result['rejector']['threshold']:.1f} on its validation rows "
+                f"({result['rejector']['rejected_rate'] * 100:.2f}% of them rejected)."
+                if result.get("rejector") else "no rejector (only blank pictures are not digits)."), "",
              "| test set | rows | accuracy | ECE | flagged | wrong answers flagged |",
              "| --- | ---: | ---: | ---: | ---: | ---: |",
              f"| clean (uncalibrated ECE {result['clean_ece_uncalibrated'] * 100:.2f}%) | {clean['rows']:,} | "

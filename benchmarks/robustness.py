@@ -89,10 +89,11 @@ class TestSet:
 
 @dataclass
 class Outcome:
-    """One reader's accuracy on every test set, and seconds spent."""
+    """One reader's accuracy and expected calibration error on every test set, and seconds spent."""
 
     reader: Reader
     accuracy: dict[str, float] = field(default_factory=dict)
+    ece: dict[str, float] = field(default_factory=dict)  # of its probabilities (a run's: calibrated)
     seconds: float = 0.0
 
 
@@ -265,11 +266,17 @@ def _strokes(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -
 # --- measuring -------------------------------------------------------------------------------
 
 def measure(reader: Reader, sets: list[TestSet]) -> Outcome:
-    """``reader``'s accuracy on each set; a picture preprocessing found no digit in is wrong."""
+    """``reader``'s accuracy and ECE (15 bins) on each set; a picture preprocessing found no
+    digit in is wrong (and left out of the ECE: no probabilities are given for it)."""
+    from digits.predict.calibration import expected_calibration_error
+
     outcome = Outcome(reader)
     started = time.perf_counter()
     for test in sets:
-        predicted = reader.proba(test.images).argmax(axis=1) if len(test.images) else np.zeros(0, int)
+        proba = reader.proba(test.images) if len(test.images) else np.zeros((0, 10), np.float32)
+        predicted = proba.argmax(axis=1)
+        read = np.ones(len(proba), bool) if test.found is None else np.asarray(test.found, bool)
+        outcome.ece[test.name] = expected_calibration_error(proba[read], test.labels[read])
         right = predicted == test.labels
         if test.found is not None:
             right &= test.found
@@ -360,7 +367,8 @@ def record(outcomes: list[Outcome], sets: list[TestSet], facts: dict[str, object
                 "note": t.note} for t in sets]
     models = [{"name": o.reader.name, "kind": o.reader.kind, "model": o.reader.describe,
                "run_dir": shown(o.reader.run_dir) if o.reader.run_dir else None,
-               "accuracy": o.accuracy, "summary": summary(o, sets), "seconds": round(o.seconds, 2)}
+               "accuracy": o.accuracy, "ece": {k: round(v, 6) for k, v in o.ece.items()},
+               "summary": summary(o, sets), "seconds": round(o.seconds, 2)}
               for o in outcomes]
     write_bytes(png, picture(sets, int(facts["seed"])))
     write_json(out, {**facts, "picture": shown(png), "sets": per_set, "models": models})
@@ -369,7 +377,7 @@ def record(outcomes: list[Outcome], sets: list[TestSet], facts: dict[str, object
         if model["run_dir"]:
             write_json(Path(model["run_dir"]) / RESULT_FILE,
                        {**facts, "results": shown(out), "picture": shown(png), "sets": per_set,
-                        "accuracy": model["accuracy"], "summary": model["summary"],
+                        "accuracy": model["accuracy"], "ece": model["ece"], "summary": model["summary"],
                         "peers": [{"name": p["name"], "model": p["model"], "summary": p["summary"]}
                                   for p in peers]})
     if results is not None:

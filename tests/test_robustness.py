@@ -248,6 +248,11 @@ def test_the_benchmark_tests_only_never_seen_rows_and_writes_json_picture_result
     page = write_report(trained_run, tmp_path / "report.html").read_text()
     assert '<section id="robustness">' in page and "MNIST-C, the worst corruption" in page
     assert f"{record['models'][0]['summary']['corruptions_mean']:.4f}" in page
+    # The ECE of the run's calibrated probabilities, clean and under each corruption, beside its accuracy.
+    assert set(in_run["ece"]) == set(names) and all(0.0 <= e <= 1.0 for e in in_run["ece"].values())
+    corrupted_ece = np.mean([in_run["ece"][n] for n in CORRUPTIONS])
+    assert (f"{in_run['ece']['clean'] * 100:.2f}% on the clean held-out digits, "
+            f"{corrupted_ece * 100:.2f}% on MNIST-C") in page
 
 
 def test_a_damaged_robustness_json_is_named_in_the_report_instead_of_stopping_it(trained_run, tmp_path):

@@ -28,6 +28,7 @@ FILE_LABELS = {
     "history.csv": "history", "curves.png": "curves", "metrics.json": "metrics",
     "submission.csv": "submission", "ensemble.json": "ensemble", "samples.png": "samples",
     "report.html": "report", "training_rows.npy": "training_rows", "calibration.json": "calibration",
+    "rejector.safetensors": "rejector",
 }
 
 

@@ -34,7 +34,7 @@ MODEL_FORMAT = 1
 # The files a training writes into its run directory and its checkpoint/ folder (glob patterns):
 # where a killed one may have left digits.atomic's temporary copies of them.
 RUN_FILES = ("config.json", "history.csv", "curves.png", "model.safetensors", "model.json", "metrics.json",
-             "calibration.json",
+             "calibration.json", "rejector.safetensors",
              "training_rows.npy", "ensemble.json", "state.json", "epoch-*.safetensors")
 
 

@@ -91,3 +91,24 @@ def test_serving_onnx_without_an_export_says_how_to_make_one(run_dir, tmp_path):
     shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("model.onnx"))
     with pytest.raises(ServeError, match="--format onnx"):
         load_runtime(run, "onnx")
+
+
+def test_onnx_measures_the_distance_from_the_training_digits_that_pytorch_measures(onnx_run_dir, fixture_test):
+    images = np.concatenate([fixture_test[0][:100], 255 - fixture_test[0][:50]])  # digits, and negatives
+    runtime = OnnxRuntime(onnx_run_dir)
+    assert runtime.rejector is not None  # every run calibrated on validation rows has one
+    proba, distance = runtime.read(images)
+    expected_proba, expected = Predictor.open(onnx_run_dir, "cpu", precision="fp32").predict_with_distance(images)
+    assert np.abs(proba - expected_proba).max() < 1e-5
+    assert np.allclose(distance, expected, rtol=1e-4)
+    assert np.array_equal(runtime.rejector.rejects(distance), runtime.rejector.rejects(expected))
+    assert runtime.rejector.rejects(distance[100:]).mean() > 0.9
+
+
+def test_onnx_serves_a_run_without_a_rejector_as_before(onnx_run_dir, fixture_test, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(onnx_run_dir, run)
+    (run / "rejector.safetensors").unlink()
+    runtime = OnnxRuntime(run)
+    proba, distance = runtime.read(fixture_test[0][:10])
+    assert runtime.rejector is None and distance is None and proba.shape == (10, 10)

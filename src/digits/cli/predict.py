@@ -49,7 +49,11 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
     test = digits.load_kaggle_csv(source, kind="test")
     started = time.perf_counter()
     with WorkBar("predicting", len(test) * len(predictor.models), "digits") as bar:
-        proba = predictor.predict_proba(test.images, tta=args.tta, progress=bar.update)
+        # With --probabilities, the verdicts too: the distance from the training digits comes
+        # from the same pass (None when the run has no rejector).
+        proba, distance = (predictor.predict_with_distance(test.images, tta=args.tta, progress=bar.update)
+                           if args.probabilities else
+                           (predictor.predict_proba(test.images, tta=args.tta, progress=bar.update), None))
     labels = proba.argmax(axis=1).astype("int64")
     seconds = time.perf_counter() - started
     out = Path(args.out) if args.out else Path(args.run_dir) / "submission.csv"
@@ -59,7 +63,8 @@ def predict(args: argparse.Namespace, created: list[Path]) -> int:
         from digits.predict.verdict import decide
 
         files["probabilities"] = write_probabilities(args.probabilities, proba,
-                                                     decide(proba, test.images, predictor.calibration))
+                                                     decide(proba, test.images, predictor.calibration,
+                                                            distance=distance, rejector=predictor.rejector))
     digits.write_submission(out, labels)
     what = predictor.names[0] if len(predictor.names) == 1 else f"ensemble of {len(predictor.names)}"
     tta = predictor.tta if args.tta is None else args.tta

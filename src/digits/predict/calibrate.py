@@ -1,5 +1,7 @@
 """Calibrating a trained run on the rows it held out: the temperature of each model (and of an
-ensemble's average) and the unsure threshold, written as calibration.json files.
+ensemble's average) and the unsure threshold, written as calibration.json files; and its
+not-a-digit rejector (rejector.safetensors: :mod:`digits.predict.rejection`), fitted on the
+first model's training rows and thresholded on the rows it held out.
 
 It runs once a run is complete (``digits.run_training`` calls it), through the run's own
 :class:`~digits.predict.predictor.Predictor`: the probabilities it is fitted on are the ones
@@ -20,6 +22,8 @@ from digits.data.dataset import DigitSet
 from digits.errors import RunError
 from digits.predict.calibration import MIN_FIT_ROWS, Calibration, fit_calibration, save_calibration
 from digits.predict.predictor import Predictor, average_members
+from digits.predict.rejection import MIN_FIT_ROWS as MIN_REJECTOR_ROWS
+from digits.predict.rejection import fit_rejector, save_rejector
 from digits.runmodels import run_models
 from digits.train.ensemble import EnsembleSpec, bagged_rows
 
@@ -41,7 +45,7 @@ def calibrate_run(run_dir: str | os.PathLike[str], data: DigitSet, spec: Ensembl
 
     Returns the calibration of the whole, or None when there are fewer than ``MIN_FIT_ROWS``
     held-out rows (or no labels): nothing is written, and the run answers at temperature 1 and
-    says so."""
+    says so (and has no rejector: "not a digit" only for blank pictures)."""
     if data.labels is None:
         return None
     ensemble = spec.members > 1
@@ -51,6 +55,7 @@ def calibrate_run(run_dir: str | os.PathLike[str], data: DigitSet, spec: Ensembl
     model_dirs = run_models(run_dir).model_dirs
     if len(model_dirs) != len(rows):
         raise RunError(f"{run_dir}: holds {len(model_dirs)} models, but the training plan has {len(rows)}")
+    _fit_rejector(Path(run_dir), predictor, data, rows[0])
     # Each member on its own, as it predicts alone: no test-time augmentation.
     raw = predictor.member_proba(data.images, rows=rows, tta=False, calibrated=False)
     members = [_fit(model_dir, proba, data.labels[mine], "validation")
@@ -66,6 +71,17 @@ def calibrate_run(run_dir: str | os.PathLike[str], data: DigitSet, spec: Ensembl
     average = average_members(calibrated, [np.searchsorted(union, mine) for mine in rows], len(union))
     shared = all(len(mine) == len(union) for mine in rows)
     return _fit(Path(run_dir), average, data.labels[union], "validation" if shared else "out-of-bag")
+
+
+def _fit_rejector(run_dir: Path, predictor: Predictor, data: DigitSet, held_out: np.ndarray) -> None:
+    """The run's rejector, from its first model's features: class means and covariance on the
+    rows that model trained on, the threshold on the rows it held out. Nothing when too few."""
+    if len(held_out) < MIN_REJECTOR_ROWS:
+        return
+    trained = np.setdiff1d(np.arange(len(data)), held_out, assume_unique=True)
+    rejector = fit_rejector(predictor.features(data.images, trained), data.labels[trained],
+                            predictor.features(data.images, held_out))
+    save_rejector(run_dir, rejector)
 
 
 def _fit(folder: Path, proba: np.ndarray, labels: np.ndarray, source: str) -> Calibration | None:

@@ -3,8 +3,9 @@ probabilities, and ``predict_proba``, the batched pass each of its members makes
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from digits.hardware import hardware, use_threads
 from digits.precision import autocast
 from digits.predict.calibration import Calibration, load_calibration
 from digits.predict.card import RunCard, read_card
+from digits.predict.rejection import Rejector, load_rejector
 from digits.train.fast_mlp import is_small_mlp
 
 
@@ -27,7 +29,6 @@ def tta_views(pixels: torch.Tensor) -> list[torch.Tensor]:
     return [x, padded[:, 1:-1, 2:], padded[:, 1:-1, :-2], padded[:, 2:, 1:-1], padded[:, :-2, 1:-1]]
 
 
-@torch.inference_mode()
 def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
                   device: torch.device | str | None = None, tta: bool = False,
                   precision: str = "fp32", progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -37,15 +38,26 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
     autocast. ``progress`` hears the number of images done after each batch.
 
     Batches of 512 stay in the CPU's caches (benchmarks/RESULTS.md has the figures)."""
+    return predict_outputs(model, images, batch_size, device, tta, precision, progress)[0]
+
+
+@torch.inference_mode()
+def predict_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 512,
+                    device: torch.device | str | None = None, tta: bool = False,
+                    precision: str = "fp32", progress: Callable[[int], None] | None = None,
+                    features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`predict_proba`'s probabilities and, with ``features``, the model's penultimate
+    features of each image as it is (not its shifted views), float32 (N, D), from the same pass
+    (see :func:`penultimate_features`); None without."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     pixels = torch.from_numpy(np.ascontiguousarray(images))
-    out = []
+    out, feats = [], []
     # A small MLP, or a handful of images, runs best on one thread: more cost more to wake
     # (and on a busy machine, to wait for) than they save. One image: 0.6 ms vs 52 ms for
     # fast-cnn on two threads of a loaded 2-core machine.
     single = device.type == "cpu" and (len(images) <= 16 or is_small_mlp(model))
-    with use_threads(1 if single else torch.get_num_threads()):
+    with use_threads(1 if single else torch.get_num_threads()), penultimate_features(model, features) as seen:
         for start in range(0, len(pixels), batch_size):
             batch = pixels[start:start + batch_size].to(device)
             views = tta_views(batch) if tta else [batch]
@@ -58,9 +70,41 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
                     logits = [model(v) for v in views]
             probs = sum(torch.softmax(z.float(), dim=1) for z in logits) / len(views)
             out.append(probs.cpu())
+            if features:  # the first pass's first rows: the images themselves (view 0)
+                feats.append(seen[0][:len(batch)].float().cpu())
+                seen.clear()
             if progress is not None:
                 progress(start + len(batch))
-    return refuse_non_finite_probabilities(torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32))
+    proba = refuse_non_finite_probabilities(torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32))
+    if not features:
+        return proba, None
+    return proba, torch.cat(feats).numpy() if feats else np.zeros((0, final_linear(model).in_features), np.float32)
+
+
+def final_linear(model: nn.Module) -> nn.Linear:
+    """The model's last linear layer: the one that maps its penultimate features to the 10
+    logits, in every registered architecture (each ends in one). ModelError if it has none."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise ModelError(f"{type(model).__name__} has no linear layer, so no penultimate features")
+    return layers[-1]
+
+
+@contextlib.contextmanager
+def penultimate_features(model: nn.Module, capture: bool = True) -> Iterator[list[torch.Tensor]]:
+    """While open, each forward pass of ``model`` appends the input of its last linear layer
+    (N, D) to the list it yields: the features the not-a-digit rejector measures. A hook, so
+    that the pass that computes the probabilities gives them too, and so does an ONNX export
+    traced through it. ``capture=False`` yields a list that stays empty."""
+    seen: list[torch.Tensor] = []
+    if not capture:
+        yield seen
+        return
+    handle = final_linear(model).register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 def refuse_non_finite_probabilities(proba: np.ndarray) -> np.ndarray:
@@ -93,13 +137,17 @@ class Predictor:
     the confidence under which an answer is unsure). A run without calibration.json answers at
     temperature 1.
 
+    ``rejector``, when the run has one (its rejector.safetensors), measures how far each image
+    lies from the digits the run trained on (:meth:`predict_with_distance`), from the first
+    member's penultimate features: beyond its threshold, an image is not a digit.
+
     >>> predictor = Predictor.open("runs/20250101-120000-gpu-best")  # doctest: +SKIP
     >>> predictor.predict(images)                                    # doctest: +SKIP
     array([2, 0, 9, ...])
     """
 
     def __init__(self, members: Sequence[Member], tta: bool = False, run_dir: Path | None = None,
-                 calibration: Calibration | None = None) -> None:
+                 calibration: Calibration | None = None, rejector: Rejector | None = None) -> None:
         if not members:
             raise ModelError("a Predictor needs at least one model")
         self.members = tuple(members)
@@ -109,6 +157,7 @@ class Predictor:
         # their average. One model's temperature is its member's: it is applied once.
         self.calibration = calibration or (self.members[0].calibration if len(self.members) == 1
                                            else Calibration())
+        self.rejector = rejector
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str], device: torch.device | str = "cpu",
@@ -131,7 +180,8 @@ class Predictor:
             chosen = inference_precision(model_dir, device) if precision == "auto" else precision
             members.append(Member(for_inference(model), card.name, chosen, load_calibration(model_dir)))
         whole = load_calibration(models.run_dir) if models.kind == "ensemble" else None
-        return cls(members, models.tta if tta is None else tta, models.run_dir, whole)
+        return cls(members, models.tta if tta is None else tta, models.run_dir, whole,
+                   load_rejector(models.run_dir))
 
     @classmethod
     def from_model(cls, model: nn.Module, architecture: str = "", precision: str = "fp32",
@@ -160,19 +210,45 @@ class Predictor:
         as the network computes them, what a calibration is fitted on): on every image, or, with
         ``rows``, member ``i`` on ``images[rows[i]]`` only (the rows it held out, say).
         ``progress`` hears the images done so far, counted over every member."""
+        return self._member_outputs(images, rows, tta, calibrated, progress)[0]
+
+    def _member_outputs(self, images: np.ndarray, rows: Sequence[np.ndarray] | None, tta: bool | None,
+                        calibrated: bool, progress: Callable[[int], None] | None,
+                        features: bool = False) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """``member_proba``'s list, and with ``features`` the first member's penultimate
+        features of its images (from the same pass)."""
         pixels = as_pixels(images)
         use_tta = self.tta if tta is None else tta
         indexes = list(rows) if rows is not None else [None] * len(self.members)
         if len(indexes) != len(self.members):
             raise ModelError(f"rows for {len(indexes)} members, but the predictor has {len(self.members)}")
-        out, before = [], 0
-        for member, index in zip(self.members, indexes):
+        out, first, before = [], None, 0
+        for i, (member, index) in enumerate(zip(self.members, indexes)):
             mine = pixels if index is None else pixels[index]
-            proba = predict_proba(member.model, mine, tta=use_tta, precision=member.precision,
-                                  progress=_offset(progress, before))
+            proba, seen = predict_outputs(member.model, mine, tta=use_tta, precision=member.precision,
+                                          progress=_offset(progress, before), features=features and i == 0)
             out.append(member.calibration.apply(proba) if calibrated else proba)
+            first = seen if i == 0 else first
             before += len(mine)
-        return out
+        return out, first
+
+    def features(self, images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The first member's penultimate features, float32 (N, D), of ``images`` (or of
+        ``images[rows]``): what a rejector is fitted on and measures."""
+        pixels = as_pixels(images)
+        member = self.members[0]
+        return predict_outputs(member.model, pixels if rows is None else pixels[rows],
+                               precision=member.precision, features=True)[1]
+
+    def predict_with_distance(self, images: np.ndarray, *, tta: bool | None = None,
+                              progress: Callable[[int], None] | None = None
+                              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_proba`'s calibrated probabilities and, when the run has a rejector,
+        each image's distance from the digits it trained on (float64 (N,), from the same pass;
+        None without one): what :func:`digits.predict.verdict.decide` says "not a digit" from."""
+        probas, seen = self._member_outputs(images, None, tta, True, progress, self.rejector is not None)
+        distance = self.rejector.distance(seen) if self.rejector is not None and seen is not None else None
+        return self.combine(probas), distance
 
     def combine(self, probas: Sequence[np.ndarray], rows: Sequence[np.ndarray] | None = None,
                 count: int | None = None) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Answered, unsure, or not a digit: what to say about one input, from its calibrated
 probabilities and the 28x28 image itself.
 
-- **not a digit**: a blank or near-blank picture: the preprocessing found no ink worth reading.
-  (Letters and scribbles are not caught here yet: the classifier's calibrated confidence flags
-  some as unsure, but a rejection signal that knows them needs fitting per run, from the run's
-  own training rows; see benchmarks/RESULTS.md for the share caught.)
+- **not a digit**: a blank or near-blank picture (the preprocessing found no ink worth
+  reading), or one whose features lie farther from every digit the run trained on than its
+  rejector's threshold (:mod:`digits.predict.rejection`: letters, scribbles, noise). A run
+  without a rejector says it only of blank pictures.
 - **unsure**: a digit, but the calibrated top probability is under the run's threshold;
   the answer names the two most probable digits ("4 or 9?").
 - **answered**: the digit and its calibrated probability.
@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from digits.predict.calibration import Calibration
+from digits.predict.rejection import Rejector
 
 Verdict = Literal["answered", "unsure", "not a digit"]
 VERDICTS: tuple[Verdict, ...] = ("answered", "unsure", "not a digit")
@@ -51,13 +52,17 @@ class Decision:
 
 
 def decide(proba: np.ndarray, images: np.ndarray, calibration: Calibration,
-           found: np.ndarray | None = None) -> list[Decision]:
+           found: np.ndarray | None = None, distance: np.ndarray | None = None,
+           rejector: Rejector | None = None) -> list[Decision]:
     """The decision for each input: ``proba`` calibrated (N, 10); ``images`` uint8 (N, 28, 28),
     what the model saw; ``found`` False where preprocessing found no ink worth reading
-    (default: any ink at all)."""
+    (default: any ink at all); ``distance`` from the training digits and the ``rejector`` that
+    measured it (``Predictor.predict_with_distance``; a runtime's ``read``), when the run has one."""
     images = np.asarray(images).reshape(-1, 28, 28)
     found = images.reshape(len(images), 784).any(axis=1) if found is None else np.asarray(found, bool)
     rejected = ~found
+    if rejector is not None and distance is not None:
+        rejected = rejected | rejector.rejects(distance)
     order = np.argsort(-np.asarray(proba), axis=1, kind="stable")
     out = []
     for i, row in enumerate(np.asarray(proba)):

@@ -1,5 +1,6 @@
 """ONNX export: a run's model, or its whole ensemble, as model.onnx: uint8 pixels (N, 28, 28)
-in, probabilities out.
+in, probabilities out, and the first member's penultimate features (what the run's not-a-digit
+rejector measures, in numpy, beside the graph).
 
 Scaling and normalisation are inside each model (``Classifier``); the softmax, the average over
 an ensemble's members, the optional test-time views and the run's temperatures are added here,
@@ -20,8 +21,8 @@ from digits.atomic import atomic_path
 from digits.errors import ServeError
 from digits.predict.calibration import FLOOR, temperature_record
 from digits.predict.card import model_version
-from digits.predict.predictor import Predictor, tta_views
-from digits.serve.runtime import ONNX_CALIBRATION_KEY, ONNX_FILE, ONNX_SOURCE_KEY, ONNX_TTA_KEY
+from digits.predict.predictor import Predictor, penultimate_features, tta_views
+from digits.serve.runtime import ONNX_CALIBRATION_KEY, ONNX_FEATURES, ONNX_FILE, ONNX_SOURCE_KEY, ONNX_TTA_KEY
 
 OPSET = 17  # onnxruntime >= 1.14 runs it; no op we need is newer
 FORMATS = ("onnx",)
@@ -37,7 +38,9 @@ def _temper(proba: torch.Tensor, temperature: float) -> torch.Tensor:
 class _Averaged(nn.Module):
     """Each member's softmax probabilities (with ``tta``, averaged over each image's five
     views) calibrated by its temperature, then averaged over the members and calibrated by the
-    ensemble's: what ``Predictor.predict_proba`` computes, as one graph."""
+    ensemble's: what ``Predictor.predict_proba`` computes, as one graph; and the first member's
+    penultimate features of the image as it is (view 0), as ``Predictor.predict_with_distance``
+    measures them."""
 
     def __init__(self, members: list[nn.Module], tta: bool, temperatures: list[float],
                  ensemble_temperature: float = 1.0) -> None:
@@ -47,19 +50,22 @@ class _Averaged(nn.Module):
         self.temperatures = temperatures
         self.ensemble_temperature = ensemble_temperature
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         views = tta_views(pixels) if self.tta else [pixels]
         probs = []
-        for member, temperature in zip(self.members, self.temperatures):
-            mean = torch.stack([torch.softmax(member(view).float(), dim=1) for view in views]).mean(dim=0)
-            probs.append(_temper(mean, temperature))
-        return _temper(torch.stack(probs).mean(dim=0), self.ensemble_temperature)  # (N, 10)
+        with penultimate_features(self.members[0]) as seen:  # traced: the hook's tensor is an output
+            for member, temperature in zip(self.members, self.temperatures):
+                mean = torch.stack([torch.softmax(member(view).float(), dim=1) for view in views]).mean(dim=0)
+                probs.append(_temper(mean, temperature))
+        features = seen[0].float()  # (N, D): member 0's first pass, on the unshifted view
+        return _temper(torch.stack(probs).mean(dim=0), self.ensemble_temperature), features  # (N, 10)
 
 
 def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                 tta: bool | None = None) -> Path:
     """Write the model of ``run_dir`` as ONNX (default ``RUN_DIR/model.onnx``), atomically: one
-    graph, uint8 pixels (N, 28, 28) in, calibrated probabilities (N, 10) out; an ensemble's
+    graph, uint8 pixels (N, 28, 28) in, calibrated probabilities (N, 10) and the first member's
+    penultimate features (N, D) out; an ensemble's
     graph averages its members. ``tta``: average the five shifted views too (default: what the run recorded).
 
     The file records the weights' version and the temperatures in its metadata, so the ONNX
@@ -80,8 +86,9 @@ def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
         # The shifted views' slices have a step the exporter cannot fold; they run as they are.
         warnings.filterwarnings("ignore", "Constant folding", UserWarning)
         torch.onnx.export(wrapped, (example,), str(tmp), input_names=["pixels"],
-                          output_names=["probabilities"], opset_version=OPSET,
-                          dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
+                          output_names=["probabilities", ONNX_FEATURES], opset_version=OPSET,
+                          dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"},
+                                        ONNX_FEATURES: {0: "batch"}},
                           **_legacy_exporter())
         _add_metadata(tmp, {ONNX_SOURCE_KEY: model_version(run_dir),
                             ONNX_TTA_KEY: "true" if predictor.tta else "false",

@@ -18,8 +18,9 @@ from digits.serve.runtime import ModelSummary, Runtime, load_runtime, summarize
 @dataclass(frozen=True)
 class Reading:
     """What the model read in one picture: ``probabilities`` calibrated, ``decision`` answered,
-    unsure or not a digit. ``label`` and ``probabilities`` are None when the picture holds no
-    digit (blank or near-blank: "not a digit"): no guess is made then."""
+    unsure or not a digit. ``label`` is None when it is not a digit; ``probabilities`` too when
+    the picture is blank or near-blank (no guess is made then); a picture the run's rejector
+    finds far from every training digit keeps its probabilities."""
 
     label: int | None
     probabilities: list[float] | None
@@ -36,8 +37,10 @@ class Reading:
         if self.decision is not None:
             out.update(verdict=self.decision.verdict, candidates=list(self.decision.candidates),
                        confidence=self.decision.confidence)
-        if not self.found:
+        if self.probabilities is None:
             out["message"] = "no digit: the picture is blank or nearly blank"
+        elif not self.found:
+            out["message"] = "not a digit: it lies far from every digit the model was trained on"
         if with_image:
             out["image"] = self.image.tolist()
         return out
@@ -62,12 +65,13 @@ class DigitReader:
         28x28 model inputs already (light ink on black) and are used as they are."""
         prepared = [prepare_digit(p) if preprocess else _as_is(p) for p in pictures]
         found = [p for p in prepared if p.found]
-        probabilities = (self.runtime.predict_proba(np.stack([p.image for p in found]))
-                         if found else np.zeros((0, 10), np.float32))
+        images = np.stack([p.image for p in found]) if found else np.zeros((0, SIZE, SIZE), np.uint8)
+        probabilities, distance = (self.runtime.read(images) if found
+                                   else (np.zeros((0, 10), np.float32), None))
         if not np.isfinite(probabilities).all():  # either runtime: never answer with NaN
             raise ModelError("the model computed NaN/inf probabilities; its weights are unusable")
-        decisions = iter(decide(probabilities, np.stack([p.image for p in found]) if found else
-                                np.zeros((0, SIZE, SIZE), np.uint8), self.calibration))
+        decisions = iter(decide(probabilities, images, self.calibration, distance=distance,
+                                rejector=self.runtime.rejector))
         rows = iter(probabilities)
         readings = []
         for p in prepared:

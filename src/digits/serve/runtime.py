@@ -18,6 +18,7 @@ import numpy as np
 from digits.errors import ServeError
 from digits.predict.calibration import Calibration, load_calibration, temperature_record
 from digits.predict.card import RunCard, read_card
+from digits.predict.rejection import Rejector, load_rejector
 from digits.runmodels import run_models
 
 RUNTIMES = ("torch", "onnx")
@@ -25,17 +26,24 @@ ONNX_FILE = "model.onnx"
 ONNX_SOURCE_KEY = "digits_model_version"  # ONNX metadata: the weights an export came from
 ONNX_TTA_KEY = "digits_tta"  # ONNX metadata: "true" when the graph averages shifted views
 ONNX_CALIBRATION_KEY = "digits_temperatures"  # ONNX metadata: the temperatures the graph applies
+ONNX_FEATURES = "features"  # the graph's second output: the first member's penultimate features
 
 
 class Runtime(Protocol):
     """Anything that maps uint8 digits (N, 28, 28) to calibrated probabilities float32 (N, 10),
     and says what it predicts with; ``calibration`` (the run's, of the whole) says when an
-    answer is unsure."""
+    answer is unsure, ``rejector`` (None for a run without one) when it is not a digit."""
 
     name: str
     calibration: Calibration
+    rejector: Rejector | None
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray: ...
+
+    def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The calibrated probabilities and, with a rejector, each image's distance from the
+        training digits (float64 (N,)), as ``Predictor.predict_with_distance`` gives them."""
+        ...
 
     def card(self) -> RunCard: ...
 
@@ -65,7 +73,8 @@ class ModelSummary:
 
 def summarize(runtime: Runtime) -> ModelSummary:
     """The model card of what ``runtime`` serves."""
-    return ModelSummary(runtime.card(), runtime.name, runtime.calibration.describe())
+    rejector = f"; {runtime.rejector.describe()}" if runtime.rejector is not None else ""
+    return ModelSummary(runtime.card(), runtime.name, runtime.calibration.describe() + rejector)
 
 
 def load_runtime(run_dir: str | os.PathLike[str], kind: str = "torch") -> Runtime:
@@ -125,10 +134,21 @@ class OnnxRuntime:
             raise ServeError(f"{path}: exported with temperatures {exported_with}, but the run's "
                              f"calibration.json now says {temperatures}; export again")
         self.input_name = self.session.get_inputs()[0].name
+        self.rejector = load_rejector(run_dir)
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.rejector is not None and ONNX_FEATURES not in outputs:
+            raise ServeError(f"{path}: exported without the features output that the run's "
+                             "rejector.safetensors measures; export again")
+        self._outputs = outputs[:1] + ([ONNX_FEATURES] if self.rejector is not None else [])
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        return self.read(images)[0]
+
+    def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         pixels = np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 28, 28)
-        return self.session.run(None, {self.input_name: pixels})[0].astype(np.float32)
+        found = self.session.run(self._outputs, {self.input_name: pixels})
+        distance = self.rejector.distance(found[1]) if self.rejector is not None else None
+        return found[0].astype(np.float32), distance
 
     def card(self) -> RunCard:
         """The run's card, with the graph's number format (fp32) and test-time augmentation."""

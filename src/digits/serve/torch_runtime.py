@@ -20,9 +20,13 @@ class TorchRuntime:
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.predictor = Predictor.open(run_dir, "cpu")
         self.calibration = self.predictor.calibration  # its probabilities are calibrated already
+        self.rejector = self.predictor.rejector
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return self.predictor.predict_proba(np.ascontiguousarray(images, dtype=np.uint8))
+
+    def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.predictor.predict_with_distance(np.ascontiguousarray(images, dtype=np.uint8))
 
     def card(self) -> RunCard:
         return self.predictor.card()

@@ -1,0 +1,100 @@
+"""Not a digit, fitted per run: the rejector a training writes (rejector.safetensors), what it
+rejects and keeps, its file, and a run without one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import FIXTURES, train_fixture_run
+
+from digits.data.kaggle import load_kaggle_csv
+from digits.data.submission import read_submission
+from digits.errors import DataError, DigitsError
+from digits.predict.predictor import Predictor
+from digits.predict.rejection import REJECT_RATE, REJECTOR_FILE, fit_rejector, load_rejector, save_rejector
+from digits.predict.verdict import decide
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_fixture_run(tmp_path_factory, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def fixture_test() -> tuple[np.ndarray, np.ndarray]:
+    return load_kaggle_csv(FIXTURES / "test.csv", kind="test").images, read_submission(FIXTURES / "solution.csv")
+
+
+def far_pictures(digits: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Pictures no training digit resembles: the test digits in negative (a white page with a
+    dark digit, as a photo that was never preprocessed), and uniform noise."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([255 - digits[:100], rng.integers(0, 256, (100, 28, 28), dtype=np.uint8)])
+
+
+def test_a_trained_run_holds_a_rejector_fitted_on_its_own_rows(trained):
+    rejector = load_rejector(trained)
+    assert rejector is not None and (trained / REJECTOR_FILE).is_file()
+    # The fixture's 2,000 rows, 5% held out: 1,900 fitted on, 100 choose the threshold.
+    assert rejector.measured["train_rows"] == 1900 and rejector.measured["val_rows"] == 100
+    assert rejector.measured["rejected_rate"] <= REJECT_RATE + 1e-9
+    assert rejector.means.shape == (10, 32)  # tutorial-mlp: 32 penultimate features
+
+
+def test_the_rejector_rejects_pictures_far_from_the_training_rows_and_keeps_clean_digits(trained, fixture_test):
+    predictor = Predictor.open(trained)
+    images, labels = fixture_test
+    proba, distance = predictor.predict_with_distance(images)
+    assert np.array_equal(proba, predictor.predict_proba(images))  # the same pass, the same answer
+    kept = ~predictor.rejector.rejects(distance)
+    assert kept.mean() >= 0.97  # held-out test digits are digits
+    far = far_pictures(images)
+    far_proba, far_distance = predictor.predict_with_distance(far)
+    assert predictor.rejector.rejects(far_distance).mean() >= 0.9
+    decisions = decide(far_proba, far, predictor.calibration, distance=far_distance, rejector=predictor.rejector)
+    caught = [d for d in decisions if d.verdict == "not a digit"]
+    assert len(caught) >= 180 and all(d.label is None and d.candidates == () for d in caught)
+
+
+def test_a_run_without_a_rejector_file_answers_as_before(trained, fixture_test, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / REJECTOR_FILE).unlink()
+    predictor = Predictor.open(run)
+    assert predictor.rejector is None
+    images = far_pictures(fixture_test[0])
+    proba, distance = predictor.predict_with_distance(images)
+    assert distance is None and np.array_equal(proba, predictor.predict_proba(images))
+    verdicts = [d.verdict for d in decide(proba, images, predictor.calibration, distance=distance)]
+    # Only blank pictures are not digits then; the rest are answered or unsure, as before.
+    assert "not a digit" not in verdicts
+
+
+def test_a_rejector_survives_its_file_and_a_damaged_one_is_refused_in_one_line(trained, fixture_test, tmp_path):
+    rejector = load_rejector(trained)
+    features = Predictor.open(trained).features(fixture_test[0][:50])
+    save_rejector(tmp_path, rejector)
+    again = load_rejector(tmp_path)
+    assert again.threshold == rejector.threshold and again.measured == rejector.measured
+    assert np.allclose(again.distance(features), rejector.distance(features), rtol=1e-5)
+    (tmp_path / REJECTOR_FILE).write_bytes((tmp_path / REJECTOR_FILE).read_bytes()[:-7])
+    with pytest.raises(DigitsError) as raised:
+        load_rejector(tmp_path)
+    assert str(tmp_path / REJECTOR_FILE) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_threshold_rejects_the_chosen_share_of_validation_rows_and_far_points():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, (10, 8))
+    labels = rng.integers(0, 10, 5000)
+    train = centres[labels] + rng.normal(0, 1, (5000, 8))
+    val = centres[labels[:1000]] + rng.normal(0, 1, (1000, 8))
+    rejector = fit_rejector(train, labels, val, rate=0.01)
+    assert np.mean(rejector.rejects(rejector.distance(val))) == pytest.approx(0.01, abs=0.002)
+    far = centres[:5] + 12.0  # twelve standard deviations off every digit's mean in each direction
+    assert rejector.rejects(rejector.distance(far)).all()
+    with pytest.raises(DataError, match="every digit"):
+        fit_rejector(train[labels < 9], labels[labels < 9], val)
