@@ -23,6 +23,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from digits.data.dataset import DigitSet
 from digits.errors import DataError
 
 Normalisation = Literal["none", "mnist"]
@@ -30,6 +31,9 @@ NORMALISATIONS: tuple[str, ...] = get_args(Normalisation)
 
 SIZE = 28            # side of the model's input, pixels
 BOX = 20             # side of the box the ink is scaled to fit, as in MNIST
+PAD = (SIZE - BOX) // 2  # where the fitted box starts, before it is centred by mass
+FRINGE = 2           # the box grows by up to this many output pixels to take in faint ink (MNIST's box
+# holds all its ink, the faint edge of the strokes and their tails included)
 CENTRE = 14.0        # MNIST's centre of mass, in row/column index units (measured: 13.996 / 14.006)
 OPENING = 9 / 28     # side of the opening that finds the background, as a fraction of the picture's
 # shorter side: wider than any stroke (6% of MNIST's digits hold a 7x7 square of ink, none a 9x9)
@@ -72,6 +76,13 @@ def normalise(images: np.ndarray, how: str = "mnist") -> np.ndarray:
     return np.where(result.found[:, None, None], result.images, kept)
 
 
+def normalise_set(data: DigitSet, how: str = "mnist") -> DigitSet:
+    """``data`` with its images normalised by ``how`` (:func:`normalise`), labels kept."""
+    if how == "none":
+        return data
+    return DigitSet(normalise(data.images, how), data.labels, data.origin)
+
+
 def mnist_form(pictures: np.ndarray) -> Normalised:
     """A batch of grayscale pictures (N, H, W), light ink on a dark background, values 0-255,
     in MNIST's form: background, noise floor and contrast taken away, the robust ink box scaled
@@ -87,16 +98,16 @@ def mnist_form(pictures: np.ndarray) -> Normalised:
 
 def _mnist_form(x: np.ndarray) -> Normalised:
     ink, contrast = ink_of(x)
-    kept = _kept_ink(ink)
-    box, extent = _box(kept)
+    box, extent = _box(_kept_ink(ink))
+    box = _with_faint_edges(ink, box)
     side = max(x.shape[1:])
     found = contrast & (extent >= max(3, MIN_EXTENT * side))
     fitted = _fit(ink, box)
-    peak = fitted.max(axis=(1, 2), keepdims=True)
+    peak = fitted[:, PAD:PAD + BOX, PAD:PAD + BOX].max(axis=(1, 2), keepdims=True)
     # Thin strokes scaled down turn grey; MNIST's strokes peak at full white.
     fitted = fitted * (255.0 / np.where(peak > 0, peak, 1.0))
     placed = _place_by_mass(fitted, box)
-    images = np.where(found[:, None, None], np.rint(np.clip(placed, 0, 255)), 0).astype(np.uint8)
+    images = np.where(found[:, None, None], np.rint(np.clip(placed, 0.0, 255.0)), 0).astype(np.uint8)
     return Normalised(images, found)
 
 
@@ -216,12 +227,25 @@ def _box(kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return box, np.maximum(bottom - top, right - left)
 
 
+def _with_faint_edges(ink: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The box of all ink (above zero) within FRINGE output pixels of the robust box: the robust
+    box says where the digit is, this one where its ink ends, as MNIST's box does."""
+    top, bottom, left, right = box.T
+    margin = np.ceil(FRINGE * np.maximum(np.maximum(bottom - top, right - left), 1) / BOX).astype(np.int64)
+    rows, cols = np.arange(ink.shape[1]), np.arange(ink.shape[2])
+    near = (((rows[None, :] >= top[:, None] - margin[:, None]) & (rows[None, :] < bottom[:, None] + margin[:, None]))
+            [:, :, None] & ((cols[None, :] >= left[:, None] - margin[:, None])
+                            & (cols[None, :] < right[:, None] + margin[:, None]))[:, None, :])
+    wider, _ = _box((ink > 0) & near)
+    return np.where((bottom > top)[:, None], wider, box)
+
+
 # --- scaled to 20x20 and centred -------------------------------------------------------------
 
 def _fit(ink: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """float (N, 28, 28): each box's ink scaled so its longer side is 20, aspect kept, in the
-    top-left corner of the field. One resampling matrix per axis and picture (a triangle filter
-    as wide as the scale: anti-aliased), so the whole batch is two batched matrix products."""
+    """float (N, 28, 28): each box's ink scaled so its longer side is 20, aspect kept, the box's
+    corner at (PAD, PAD). One resampling matrix per axis and picture (a triangle filter as wide
+    as the scale: anti-aliased), so the whole batch is two batched matrix products."""
     top, bottom, left, right = box.T
     longer = np.maximum(np.maximum(bottom - top, right - left), 1)
     scale = BOX / longer
@@ -231,21 +255,22 @@ def _fit(ink: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def _resampling(start: np.ndarray, end: np.ndarray, scale: np.ndarray, length: int) -> np.ndarray:
-    size = np.maximum(np.rint((end - start) * scale), 1)                     # (N,) output pixels
     out = np.arange(SIZE, dtype=np.float64)[None, :, None]                   # output pixel o
     source = np.arange(length, dtype=np.float64)[None, None, :]              # input pixel i
-    centre = start[:, None, None] + (out + 0.5) / scale[:, None, None] - 0.5  # where o samples
-    support = np.maximum(1.0, 1.0 / scale)[:, None, None]
+    start, end, scale = (np.asarray(v, np.float64)[:, None, None] for v in (start, end, scale))
+    centre = start + (out - PAD + 0.5) / scale - 0.5                         # where o samples
+    support = np.maximum(1.0, 1.0 / scale)
     weights = np.maximum(0.0, 1.0 - np.abs(source - centre) / support)
-    inside = (source >= start[:, None, None]) & (source < end[:, None, None]) & (out < size[:, None, None])
+    size = np.maximum(np.rint((end - start) * scale), 1)                    # output pixels of the box
+    inside = (source >= start) & (source < end) & (out >= PAD) & (out < PAD + size)
     weights = np.where(inside, weights, 0.0)
     total = weights.sum(axis=2, keepdims=True)
     return (weights / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
 def _place_by_mass(fitted: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Shift each fitted digit (top-left in the field) so its centre of mass sits at MNIST's
-    centre: whole pixels as MNIST did, kept inside the field when the mass is far off-centre."""
+    """Shift each fitted digit so its centre of mass sits at MNIST's centre: whole pixels, as
+    MNIST did, the box kept inside the field when the mass is far off-centre."""
     top, bottom, left, right = box.T
     longer = np.maximum(np.maximum(bottom - top, right - left), 1)
     height = np.maximum(np.rint((bottom - top) * BOX / longer), 1).astype(np.int64)
@@ -255,10 +280,11 @@ def _place_by_mass(fitted: np.ndarray, box: np.ndarray) -> np.ndarray:
     index = np.arange(SIZE)
     mass_row = (fitted.sum(axis=2) * index).sum(axis=1) / safe
     mass_col = (fitted.sum(axis=1) * index).sum(axis=1) / safe
-    down = np.clip(np.floor(CENTRE - mass_row + 0.5), 0, SIZE - height).astype(np.int64)
-    across = np.clip(np.floor(CENTRE - mass_col + 0.5), 0, SIZE - width).astype(np.int64)
-    # Rows and columns past the digit are zero, so rolling them round brings in only zeros.
-    rows = (index[None, :] - down[:, None]) % SIZE
-    cols = (index[None, :] - across[:, None]) % SIZE
-    shifted = np.take_along_axis(fitted, rows[:, :, None], axis=1)
-    return np.take_along_axis(shifted, cols[:, None, :], axis=2)
+    down = np.clip(np.floor(CENTRE - mass_row + 0.5), -PAD, SIZE - PAD - height).astype(np.int64)
+    across = np.clip(np.floor(CENTRE - mass_col + 0.5), -PAD, SIZE - PAD - width).astype(np.int64)
+    rows = index[None, :] - down[:, None]                                    # (N, 28) source rows
+    cols = index[None, :] - across[:, None]
+    shifted = np.take_along_axis(fitted, np.clip(rows, 0, SIZE - 1)[:, :, None], axis=1)
+    shifted = shifted * ((rows >= 0) & (rows < SIZE))[:, :, None]
+    shifted = np.take_along_axis(shifted, np.clip(cols, 0, SIZE - 1)[:, None, :], axis=2)
+    return shifted * ((cols >= 0) & (cols < SIZE))[:, None, :]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from digits.data.normalise import check_normalisation, normalise
 from digits.errors import ModelError
 from digits.hardware import hardware, use_threads
 from digits.precision import autocast
@@ -82,11 +83,18 @@ class Member:
     architecture: str
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast)
     calibration: Calibration = field(default_factory=Calibration)
+    normalise: str = "none"  # the input normalisation it trained under (digits.data.normalise)
+
+    def __post_init__(self) -> None:
+        check_normalisation(self.normalise, f"{self.architecture}: normalise")
 
 
 class Predictor:
     """The one way from trained weights to probabilities: a run's model, or the members of an
     ensemble averaged, each in its own number format, with optional test-time augmentation.
+
+    Each member reads its input as it trained: normalised (``digits.data.normalise``) when its
+    run says so, here and nowhere else in the torch path.
 
     The probabilities are calibrated, here and nowhere else: each member's by its own
     temperature, and an ensemble's average by the ensemble's (``calibration``, which also holds
@@ -119,7 +127,7 @@ class Predictor:
         ``device``: cpu, cuda, mps or auto. ``tta``: default the run's own setting.
         ``precision``: ``auto`` predicts each model in the format it trained in where the device
         computes it natively (see :func:`inference_precision`), else fp32; or ``fp32``/``bf16``."""
-        from digits.runmodels import run_models
+        from digits.runmodels import recorded_normalisation, run_models
         from digits.runs import load_model
         from digits.train.device import resolve_device
 
@@ -129,15 +137,17 @@ class Predictor:
         for model_dir in models.model_dirs:
             model, card = load_model(model_dir, device)
             chosen = inference_precision(model_dir, device) if precision == "auto" else precision
-            members.append(Member(for_inference(model), card.name, chosen, load_calibration(model_dir)))
+            members.append(Member(for_inference(model), card.name, chosen, load_calibration(model_dir),
+                                  recorded_normalisation(model_dir)))
         whole = load_calibration(models.run_dir) if models.kind == "ensemble" else None
         return cls(members, models.tta if tta is None else tta, models.run_dir, whole)
 
     @classmethod
     def from_model(cls, model: nn.Module, architecture: str = "", precision: str = "fp32",
-                   tta: bool = False) -> Predictor:
-        """A Predictor over a model in memory (a DigitClassifier's, a notebook's)."""
-        return cls([Member(model, architecture or type(model).__name__, precision)], tta)
+                   tta: bool = False, normalise: str = "none") -> Predictor:
+        """A Predictor over a model in memory (a DigitClassifier's, a notebook's); ``normalise``:
+        the input normalisation it trained under."""
+        return cls([Member(model, architecture or type(model).__name__, precision, normalise=normalise)], tta)
 
     @property
     def models(self) -> list[nn.Module]:
@@ -165,9 +175,11 @@ class Predictor:
         indexes = list(rows) if rows is not None else [None] * len(self.members)
         if len(indexes) != len(self.members):
             raise ModelError(f"rows for {len(indexes)} members, but the predictor has {len(self.members)}")
-        out, before = [], 0
+        out, before, normalised = [], 0, {"none": pixels}
         for member, index in zip(self.members, indexes):
-            mine = pixels if index is None else pixels[index]
+            if member.normalise not in normalised:  # once per setting, however many members share it
+                normalised[member.normalise] = normalise(pixels, member.normalise)
+            mine = normalised[member.normalise] if index is None else normalised[member.normalise][index]
             proba = predict_proba(member.model, mine, tta=use_tta, precision=member.precision,
                                   progress=_offset(progress, before))
             out.append(member.calibration.apply(proba) if calibrated else proba)

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from digits.data.normalise import normalise
 from digits.errors import ServeError
 from digits.predict.calibration import Calibration, load_calibration, temperature_record
 from digits.predict.card import RunCard, read_card
-from digits.runmodels import run_models
+from digits.runmodels import recorded_normalisation, run_models
 
 RUNTIMES = ("torch", "onnx")
 ONNX_FILE = "model.onnx"
@@ -83,7 +84,8 @@ class OnnxRuntime:
     """model.onnx (from ``digits export RUN_DIR --format onnx``) on ONNX Runtime's CPU provider:
     one model, or an ensemble exported as one graph that averages its members; the graph
     applies the run's temperatures, as the Predictor does (the unsure threshold is read from
-    calibration.json, without torch)."""
+    calibration.json, without torch), and the input is normalised first when the run trained so,
+    by the same NumPy code the Predictor calls."""
 
     name = "onnx"
 
@@ -97,6 +99,11 @@ class OnnxRuntime:
         models = run_models(run_dir)
         members = len(models.model_dirs)
         member_calibrations = [load_calibration(d) for d in models.model_dirs]
+        normalisations = sorted({recorded_normalisation(d) for d in models.model_dirs})
+        if len(normalisations) > 1:  # one graph reads one input
+            raise ServeError(f"{run_dir}: its members trained under different input normalisations "
+                             f"({', '.join(normalisations)}); one ONNX graph cannot read for them all")
+        self.normalise = normalisations[0]
         ensemble = load_calibration(run_dir) if models.kind == "ensemble" else None
         # Of the whole, as the Predictor's: an ensemble's own, or its one model's.
         self.calibration = member_calibrations[0] if ensemble is None else ensemble
@@ -127,7 +134,7 @@ class OnnxRuntime:
         self.input_name = self.session.get_inputs()[0].name
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        pixels = np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 28, 28)
+        pixels = normalise(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 28, 28), self.normalise)
         return self.session.run(None, {self.input_name: pixels})[0].astype(np.float32)
 
     def card(self) -> RunCard:
