@@ -98,8 +98,9 @@ def mnist_form(pictures: np.ndarray) -> Normalised:
 
 def _mnist_form(x: np.ndarray) -> Normalised:
     ink, contrast = ink_of(x)
-    box, extent = _box(_kept_ink(ink))
-    box = _with_faint_edges(ink, box)
+    kept = _kept_ink(ink)
+    box, extent = _box(kept)
+    box = _with_faint_edges(ink, kept, box)
     side = max(x.shape[1:])
     found = contrast & (extent >= max(3, MIN_EXTENT * side))
     fitted = _fit(ink, box)
@@ -227,16 +228,17 @@ def _box(kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return box, np.maximum(bottom - top, right - left)
 
 
-def _with_faint_edges(ink: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """The box of all ink (above zero) within FRINGE output pixels of the robust box: the robust
-    box says where the digit is, this one where its ink ends, as MNIST's box does."""
+def _with_faint_edges(ink: np.ndarray, kept: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The box of the kept ink and the faint ink (above zero, under INK_LEVEL) within FRINGE
+    output pixels of the robust box: the robust box says where the digit is, this one where its
+    ink ends, as MNIST's box does. Strong ink that was not kept (a speck, a dot) stays out."""
     top, bottom, left, right = box.T
     margin = np.ceil(FRINGE * np.maximum(np.maximum(bottom - top, right - left), 1) / BOX).astype(np.int64)
     rows, cols = np.arange(ink.shape[1]), np.arange(ink.shape[2])
     near = (((rows[None, :] >= top[:, None] - margin[:, None]) & (rows[None, :] < bottom[:, None] + margin[:, None]))
             [:, :, None] & ((cols[None, :] >= left[:, None] - margin[:, None])
                             & (cols[None, :] < right[:, None] + margin[:, None]))[:, None, :])
-    wider, _ = _box((ink > 0) & near)
+    wider, _ = _box((kept | ((ink > 0) & (ink < INK_LEVEL * 255.0))) & near)
     return np.where((bottom > top)[:, None], wider, box)
 
 
