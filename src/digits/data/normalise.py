@@ -235,9 +235,10 @@ def _with_faint_edges(ink: np.ndarray, kept: np.ndarray, box: np.ndarray) -> np.
     top, bottom, left, right = box.T
     margin = np.ceil(FRINGE * np.maximum(np.maximum(bottom - top, right - left), 1) / BOX).astype(np.int64)
     rows, cols = np.arange(ink.shape[1]), np.arange(ink.shape[2])
-    near = (((rows[None, :] >= top[:, None] - margin[:, None]) & (rows[None, :] < bottom[:, None] + margin[:, None]))
-            [:, :, None] & ((cols[None, :] >= left[:, None] - margin[:, None])
-                            & (cols[None, :] < right[:, None] + margin[:, None]))[:, None, :])
+    reach = margin[:, None]
+    near_rows = (rows[None, :] >= top[:, None] - reach) & (rows[None, :] < bottom[:, None] + reach)
+    near_cols = (cols[None, :] >= left[:, None] - reach) & (cols[None, :] < right[:, None] + reach)
+    near = near_rows[:, :, None] & near_cols[:, None, :]
     wider, _ = _box((kept | ((ink > 0) & (ink < INK_LEVEL * 255.0))) & near)
     return np.where((bottom > top)[:, None], wider, box)
 

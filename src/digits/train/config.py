@@ -32,7 +32,7 @@ class TrainConfig:
     schedule_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"gamma": 0.95}
     label_smoothing: float = 0.0
     augment: dict[str, float] = field(default_factory=dict)  # AUGMENTATIONS; digits.train.augment
-    normalise: str = "none"       # none | mnist: every input put into MNIST's form (digits.data.normalise)
+    normalise: str = "none"       # none | mnist: inputs put into MNIST's form (digits.data.normalise)
     early_stopping: int = 0       # patience in epochs; 0 = off
     monitor: str = "val_accuracy"  # metric for early stopping, plateau and best weights
     restore_best: bool = True     # with early stopping: end with the best epoch's weights
