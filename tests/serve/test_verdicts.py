@@ -110,8 +110,9 @@ def test_a_letter_drawn_as_strokes_is_not_a_digit(reader):
 
 def test_a_picture_the_rejector_finds_far_from_the_training_digits_is_not_a_digit_with_its_probabilities(reader):
     # A photo of a digit never preprocessed: dark ink on a white page, fed as it is.
-    from digits.data.kaggle import load_kaggle_csv
     from helpers import FIXTURES
+
+    from digits.data.kaggle import load_kaggle_csv
 
     negative = 255.0 - load_kaggle_csv(FIXTURES / "test.csv", kind="test").images[:20]
     readings = reader.read(list(negative), preprocess=False)
