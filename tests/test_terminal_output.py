@@ -150,7 +150,7 @@ def test_summary_after_training_lists_every_written_file_and_each_exists(tmp_pat
     assert result.code == 0, result.err
     listed = _summary(result.out, "run directory run")
     assert set(listed) == {"config", "model", "model_card", "history", "curves", "metrics", "training_rows",
-                           "calibration", "report"}
+                           "calibration", "rejector", "report"}
     assert all(path.is_file() for path in listed.values())
     assert listed["report"] == Path("run/report/report.html")
     assert ({p.name for p in listed.values()} - {"report.html"}
