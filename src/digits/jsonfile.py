@@ -170,7 +170,7 @@ FINAL_METRICS = {name: Optional(NUMBER_OR_NULL) for name in ("loss", "accuracy",
 TRAIN: dict[str, Spec] = {  # the training settings recorded in config.json and ensemble.json
     "model": Optional(str), "model_args": Optional(dict), "early_stopping": Optional(int),
     "restore_best": Optional(bool), "monitor": Optional(str), "val_split": Optional(float),
-    "seed": Optional(int), "precision": Optional(str)}
+    "seed": Optional(int), "precision": Optional(str), "normalise": Optional(str)}
 MODEL_CARD: dict[str, Spec] = {  # model.json
     "architecture": str, "args": dict, "normalization": {"mean": float, "std": float},
     "classes": Optional(int), "parameters": Optional(int)}

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from digits.data.normalise import check_normalisation
 from digits.errors import RunError
-from digits.jsonfile import ENSEMBLE, read_json
+from digits.jsonfile import ENSEMBLE, TRAIN, Optional, read_json
 
 ENSEMBLE_FILE = "ensemble.json"
 RunKind = Literal["single", "ensemble"]
@@ -45,6 +46,15 @@ def run_models(run_dir: str | os.PathLike[str]) -> RunModels:
     names = spec["members"]
     require_members(run_dir, names)
     return RunModels(run_dir, "ensemble", tuple(run_dir / name for name in names), bool(spec.get("tta")))
+
+
+def recorded_normalisation(model_dir: str | os.PathLike[str]) -> str:
+    """The input normalisation a model trained under (its config.json's ``train.normalise``), so
+    every reader applies it too; "none" for a run that records none (older runs)."""
+    config = Path(model_dir) / "config.json"
+    recorded = read_json(config, {"train": Optional(TRAIN)}) if config.is_file() else {}
+    return check_normalisation((recorded.get("train") or {}).get("normalise") or "none",
+                               f"{config}: train.normalise")
 
 
 def member_finished(member_dir: str | os.PathLike[str]) -> bool:

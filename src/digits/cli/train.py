@@ -23,6 +23,7 @@ from digits.cli.args import (
     positive_int,
 )
 from digits.console import console
+from digits.data.normalise import NORMALISATIONS
 from digits.errors import RunError
 from digits.hardware import PRECISIONS
 from digits.output import finish, run_files
@@ -47,7 +48,11 @@ def add_commands(sub: Any) -> None:
     train.add_argument("--schedule", choices=["constant", "step", "exponential", "cosine", "onecycle", "plateau"])
     train.add_argument("--label-smoothing", type=fraction, metavar="F")
     train.add_argument("--augment", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                       help="rotation=10 zoom=0.1 shift=0.1 elastic=2 (on the device, per batch)")
+                       help="rotation=10 zoom=0.1 shift=0.1 elastic=2 noise=0.1 blur=1 contrast=0.5 stroke=0.5 "
+                            "erase=0.3 (on the device, per batch; see digits.train.augment)")
+    train.add_argument("--normalise", choices=NORMALISATIONS,
+                       help="input normalisation, recorded in the run and applied by every reader of it (mnist: "
+                            "background, contrast, ink box fitted to 20x20, centred by mass; default none)")
     train.add_argument("--early-stopping", type=non_negative_int, metavar="PATIENCE",
                        help="stop after PATIENCE epochs without a better val_accuracy, keep the best weights")
     train.add_argument("--val-split", type=fraction, metavar="F",
@@ -87,7 +92,8 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
             preset, model=args.model, model_args=dict(args.model_arg), augment=dict(args.augment),
             epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
             weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
-            early_stopping=args.early_stopping, val_split=args.val_split, seed=args.seed, device=args.device,
+            normalise=args.normalise, early_stopping=args.early_stopping, val_split=args.val_split,
+            seed=args.seed, device=args.device,
             precision=args.precision, compile=args.compile, channels_last=args.channels_last,
             cuda_graphs=args.cuda_graphs, members=args.ensemble, bagging=args.bagging, workers=args.workers,
             part=args.members)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from digits.data.normalise import check_normalisation, normalise
 from digits.errors import ModelError
 from digits.hardware import hardware, use_threads
 from digits.precision import autocast
@@ -126,11 +127,18 @@ class Member:
     architecture: str
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast)
     calibration: Calibration = field(default_factory=Calibration)
+    normalise: str = "none"  # the input normalisation it trained under (digits.data.normalise)
+
+    def __post_init__(self) -> None:
+        check_normalisation(self.normalise, f"{self.architecture}: normalise")
 
 
 class Predictor:
     """The one way from trained weights to probabilities: a run's model, or the members of an
     ensemble averaged, each in its own number format, with optional test-time augmentation.
+
+    Each member reads its input as it trained: normalised (``digits.data.normalise``) when its
+    run says so, here and nowhere else in the torch path.
 
     The probabilities are calibrated, here and nowhere else: each member's by its own
     temperature, and an ensemble's average by the ensemble's (``calibration``, which also holds
@@ -168,7 +176,7 @@ class Predictor:
         ``device``: cpu, cuda, mps or auto. ``tta``: default the run's own setting.
         ``precision``: ``auto`` predicts each model in the format it trained in where the device
         computes it natively (see :func:`inference_precision`), else fp32; or ``fp32``/``bf16``."""
-        from digits.runmodels import run_models
+        from digits.runmodels import recorded_normalisation, run_models
         from digits.runs import load_model
         from digits.train.device import resolve_device
 
@@ -178,16 +186,18 @@ class Predictor:
         for model_dir in models.model_dirs:
             model, card = load_model(model_dir, device)
             chosen = inference_precision(model_dir, device) if precision == "auto" else precision
-            members.append(Member(for_inference(model), card.name, chosen, load_calibration(model_dir)))
+            members.append(Member(for_inference(model), card.name, chosen, load_calibration(model_dir),
+                                  recorded_normalisation(model_dir)))
         whole = load_calibration(models.run_dir) if models.kind == "ensemble" else None
         return cls(members, models.tta if tta is None else tta, models.run_dir, whole,
                    load_rejector(models.run_dir))
 
     @classmethod
     def from_model(cls, model: nn.Module, architecture: str = "", precision: str = "fp32",
-                   tta: bool = False) -> Predictor:
-        """A Predictor over a model in memory (a DigitClassifier's, a notebook's)."""
-        return cls([Member(model, architecture or type(model).__name__, precision)], tta)
+                   tta: bool = False, normalise: str = "none") -> Predictor:
+        """A Predictor over a model in memory (a DigitClassifier's, a notebook's); ``normalise``:
+        the input normalisation it trained under."""
+        return cls([Member(model, architecture or type(model).__name__, precision, normalise=normalise)], tta)
 
     @property
     def models(self) -> list[nn.Module]:
@@ -222,9 +232,10 @@ class Predictor:
         indexes = list(rows) if rows is not None else [None] * len(self.members)
         if len(indexes) != len(self.members):
             raise ModelError(f"rows for {len(indexes)} members, but the predictor has {len(self.members)}")
-        out, first, before = [], None, 0
+        out, first, before, normalised = [], None, 0, {"none": pixels}
         for i, (member, index) in enumerate(zip(self.members, indexes)):
-            mine = pixels if index is None else pixels[index]
+            mine = self._normalised(pixels, member, normalised)
+            mine = mine if index is None else mine[index]
             proba, seen = predict_outputs(member.model, mine, tta=use_tta, precision=member.precision,
                                           progress=_offset(progress, before), features=features and i == 0)
             out.append(member.calibration.apply(proba) if calibrated else proba)
@@ -235,10 +246,20 @@ class Predictor:
     def features(self, images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """The first member's penultimate features, float32 (N, D), of ``images`` (or of
         ``images[rows]``): what a rejector is fitted on and measures."""
-        pixels = as_pixels(images)
         member = self.members[0]
+        pixels = self._normalised(as_pixels(images), member, {})
         return predict_outputs(member.model, pixels if rows is None else pixels[rows],
                                precision=member.precision, features=True)[1]
+
+    @staticmethod
+    def _normalised(pixels: np.ndarray, member: Member, done: dict[str, np.ndarray]) -> np.ndarray:
+        """``pixels`` as ``member`` trained on them (its run's normalisation), each setting once
+        however many members share it: ``done`` holds the ones made so far."""
+        if member.normalise == "none":
+            return pixels
+        if member.normalise not in done:
+            done[member.normalise] = normalise(pixels, member.normalise)
+        return done[member.normalise]
 
     def predict_with_distance(self, images: np.ndarray, *, tta: bool | None = None,
                               progress: Callable[[int], None] | None = None

@@ -3,29 +3,24 @@
 MNIST's digits were made this way (LeCun et al.): the ink's bounding box scaled to fit
 20x20 keeping the aspect ratio, anti-aliased, then placed in a 28x28 field so that the
 centre of mass sits at the centre. A canvas drawing, a phone photo or a scan goes through
-the same steps here, so the model sees what it was trained on. The page, the API and
-``digits predict-image`` all call :func:`prepare_digit`; nothing here imports torch.
+the same steps (``digits.data.normalise``, shared with CSV rows and API pixels), so the model
+sees what it was trained on. The page, the API and ``digits predict-image`` all call
+:func:`prepare_digit`; nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from digits.data.normalise import SIZE, mnist_form
 from digits.errors import InputError
 
-SIZE = 28            # side of the model's input, pixels
-BOX = 20             # side of the box the ink is scaled to fit, as in MNIST
-CENTRE = 14.0        # MNIST's centre of mass, in row/column index units (measured: 13.99 / 14.01)
 WORK_SIDE = 1024     # large pictures are first reduced to this side: plenty for a 20x20 result
-MIN_CONTRAST = 40.0  # ink must differ from the background by this much (0-255) to count
-MIN_EXTENT = 0.08    # ink spanning less than this fraction of the picture is a speck, not a digit
-SPECKLE_MIN_SIDE = 64  # pictures this big have strokes several pixels wide: specks can go
 FORMATS = ("PNG", "JPEG")
 MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # the first bytes of every PNG and JPEG file
 
@@ -133,88 +128,16 @@ def _position(values: list[Any], index: int) -> str:
 def prepare_digit(gray: np.ndarray) -> PreparedDigit:
     """MNIST's steps on a grayscale picture (H, W) of one digit, values 0-255.
 
-    Dark ink on light paper is inverted to light on dark; the background level is taken
-    from the picture's border and subtracted, so grey paper and photos work too.
+    Dark ink on light paper (the border is mostly light) is inverted to light on dark; the rest
+    is :func:`digits.data.normalise.mnist_form`, the one normalisation CSV rows and API pixels
+    go through too: background and noise taken away, the robust ink box fitted to 20x20,
+    centred by mass.
     """
     gray = np.asarray(gray, dtype=np.float32)
     if gray.ndim != 2 or gray.size == 0:
         raise InputError(f"expected one grayscale image (H, W), got shape {gray.shape}")
-    ink = _ink(gray)
-    box = _ink_box(ink)
-    if box is None:
-        return PreparedDigit(np.zeros((SIZE, SIZE), np.uint8), False)
-    top, bottom, left, right = box
-    fitted = _fit_box(ink[top:bottom, left:right])
-    return PreparedDigit(_place_by_mass(fitted), True)
-
-
-def _ink(gray: np.ndarray) -> np.ndarray:
-    """Ink 0-255 on a zero background, whatever the polarity and paper colour."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
-    if background > 127.5:  # dark on light, like paper: MNIST is light on dark
-        gray, border, background = 255.0 - gray, 255.0 - border, 255.0 - background
-    # Paper grain and sensor noise: measured on the ink's side of the background, where
-    # noise on white paper survives clipping at 255; the 90th percentile ignores ink that
-    # touches the border. Three times it is about 4 sigma of Gaussian noise.
-    noise = 3.0 * float(np.percentile(np.maximum(border - background, 0.0), 90))
-    ink = gray - background - noise
-    contrast = float(ink.max())
-    if contrast <= 0 or contrast + noise < MIN_CONTRAST:
-        return np.zeros_like(gray)
-    return np.clip(ink * (255.0 / contrast), 0.0, 255.0)
-
-
-def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(top, bottom, left, right) of the ink, or None when there is none worth reading."""
-    mask = ink > 0
-    if min(ink.shape) >= SPECKLE_MIN_SIDE:
-        mask = _without_specks(mask)
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return None
-    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    extent = max(bottom - top, right - left)
-    if extent < max(3, MIN_EXTENT * max(ink.shape)):  # a dot or a speck, not a digit
-        return None
-    return top, bottom, left, right
-
-
-def _without_specks(mask: np.ndarray) -> np.ndarray:
-    """A 3x3 majority filter: drops isolated noise pixels that would stretch the bounding box.
-
-    Only for large pictures, where strokes are many pixels wide; in a 28x28 field it would
-    erase MNIST's one-pixel strokes.
-    """
-    padded = np.pad(mask.astype(np.uint8), 1)
-    height, width = mask.shape
-    votes = sum(padded[r:r + height, c:c + width] for r in range(3) for c in range(3))
-    return votes >= 5
-
-
-def _fit_box(crop: np.ndarray) -> np.ndarray:
-    """Scale so the longer side is 20 pixels, keeping the aspect ratio, anti-aliased."""
-    height, width = crop.shape
-    scale = BOX / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
-    fitted = np.clip(np.asarray(resized), 0.0, 255.0)
-    peak = float(fitted.max())
-    # Thin strokes scaled down turn grey; MNIST's strokes peak at full white.
-    return fitted * (255.0 / peak) if peak > 0 else fitted
-
-
-def _place_by_mass(fitted: np.ndarray) -> np.ndarray:
-    """Put ``fitted`` in a 28x28 field with its centre of mass at MNIST's centre."""
-    height, width = fitted.shape
-    total = float(fitted.sum())
-    rows, cols = np.indices(fitted.shape)
-    mass_row = float((rows * fitted).sum()) / total
-    mass_col = float((cols * fitted).sum()) / total
-    # Whole-pixel shifts as MNIST did; kept inside the field when the mass is far off-centre.
-    top = min(max(math.floor(CENTRE - mass_row + 0.5), 0), SIZE - height)
-    left = min(max(math.floor(CENTRE - mass_col + 0.5), 0), SIZE - width)
-    field = np.zeros((SIZE, SIZE), np.float32)
-    field[top:top + height, left:left + width] = fitted
-    return np.rint(field).astype(np.uint8)
+    if float(np.median(border)) > 127.5:  # dark on light, like paper: MNIST is light on dark
+        gray = 255.0 - gray
+    result = mnist_form(gray[None])
+    return PreparedDigit(result.images[0], bool(result.found[0]))

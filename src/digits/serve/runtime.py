@@ -15,11 +15,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from digits.data.normalise import normalise
 from digits.errors import ServeError
 from digits.predict.calibration import Calibration, load_calibration, temperature_record
 from digits.predict.card import RunCard, read_card
 from digits.predict.rejection import Rejector, load_rejector
-from digits.runmodels import run_models
+from digits.runmodels import recorded_normalisation, run_models
 
 RUNTIMES = ("torch", "onnx")
 ONNX_FILE = "model.onnx"
@@ -92,7 +93,8 @@ class OnnxRuntime:
     """model.onnx (from ``digits export RUN_DIR --format onnx``) on ONNX Runtime's CPU provider:
     one model, or an ensemble exported as one graph that averages its members; the graph
     applies the run's temperatures, as the Predictor does (the unsure threshold is read from
-    calibration.json, without torch)."""
+    calibration.json, without torch), and the input is normalised first when the run trained so,
+    by the same NumPy code the Predictor calls."""
 
     name = "onnx"
 
@@ -106,6 +108,11 @@ class OnnxRuntime:
         models = run_models(run_dir)
         members = len(models.model_dirs)
         member_calibrations = [load_calibration(d) for d in models.model_dirs]
+        normalisations = sorted({recorded_normalisation(d) for d in models.model_dirs})
+        if len(normalisations) > 1:  # one graph reads one input
+            raise ServeError(f"{run_dir}: its members trained under different input normalisations "
+                             f"({', '.join(normalisations)}); one ONNX graph cannot read for them all")
+        self.normalise = normalisations[0]
         ensemble = load_calibration(run_dir) if models.kind == "ensemble" else None
         # Of the whole, as the Predictor's: an ensemble's own, or its one model's.
         self.calibration = member_calibrations[0] if ensemble is None else ensemble
@@ -145,7 +152,7 @@ class OnnxRuntime:
         return self.read(images)[0]
 
     def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        pixels = np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 28, 28)
+        pixels = normalise(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 28, 28), self.normalise)
         found = self.session.run(self._outputs, {self.input_name: pixels})
         distance = self.rejector.distance(found[1]) if self.rejector is not None else None
         return found[0].astype(np.float32), distance

@@ -1,5 +1,8 @@
 """Augmentation on the device, a whole batch at a time: random rotation, zoom, shift and
-elastic distortion, as Keras' ImageDataGenerator draws them. No per-sample Python."""
+elastic distortion, as Keras' ImageDataGenerator draws them, and generic changes of how a digit
+is written and seen: stroke width, blur, contrast and background level, noise, erased lines.
+No per-sample Python. These are generic on purpose: the robustness benchmark's corruptions
+(benchmarks/corruptions.py) are never used in training."""
 
 from __future__ import annotations
 
@@ -19,6 +22,77 @@ def augment_settings(strength: float) -> dict[str, float]:
     if strength == 0:
         return {}
     return {"rotation": MAX_ROTATION * strength, "zoom": MAX_ZOOM * strength, "shift": MAX_SHIFT * strength}
+
+
+GEOMETRIC = ("rotation", "zoom", "shift", "elastic")
+PHOTOMETRIC = ("stroke", "blur", "contrast", "noise", "erase")
+
+
+def augment_batch(pixels: torch.Tensor, **settings: float) -> torch.Tensor:
+    """uint8 or float pixels (B, 28, 28) -> float (B, 1, 28, 28) with ``settings`` (a run's
+    ``augment``) drawn for each image: the geometric ones (:func:`random_affine`), then the
+    photometric ones (:func:`random_photometric`)."""
+    x = random_affine(pixels, **{k: v for k, v in settings.items() if k in GEOMETRIC})
+    return random_photometric(x, **{k: v for k, v in settings.items() if k in PHOTOMETRIC})
+
+
+def random_photometric(x: torch.Tensor, stroke: float = 0.0, blur: float = 0.0, contrast: float = 0.0,
+                       noise: float = 0.0, erase: float = 0.0) -> torch.Tensor:
+    """Float pixels (B, 1, 28, 28), 0-255 -> the same shape, each image drawn on its own:
+
+    ``stroke``: the chance of a stroke one pixel wider or thinner (3x3 max/min-pool), either
+    way at even odds; ``blur``: Gaussian blur of sigma U[0, blur] pixels; ``contrast``: ink
+    scaled by U[1 - c, 1] and a background level U[0, c] * 255 added (clipped); ``noise``:
+    Gaussian noise of sigma U[0, noise] * 255; ``erase``: the chance of a random line of one or
+    two pixels set to black or white across the image. 0 = off.
+    """
+    b, dev = x.shape[0], x.device
+    if stroke:
+        pick = torch.rand(b, 1, 1, 1, device=dev)
+        wider = F.max_pool2d(x, 3, stride=1, padding=1)
+        thinner = -F.max_pool2d(-x, 3, stride=1, padding=1)
+        x = torch.where(pick < stroke / 2, wider, torch.where(pick < stroke, thinner, x))
+    if blur:
+        x = _random_blur(x, blur)
+    if contrast:
+        scale = 1 - torch.rand(b, 1, 1, 1, device=dev) * contrast
+        level = torch.rand(b, 1, 1, 1, device=dev) * contrast * 255
+        x = (x * scale + level).clamp(0, 255)
+    if erase:
+        x = _random_lines(x, erase)
+    if noise:
+        sigma = torch.rand(b, 1, 1, 1, device=dev) * noise * 255
+        x = (x + torch.randn_like(x) * sigma).clamp(0, 255)
+    return x
+
+
+def _random_blur(x: torch.Tensor, most: float, radius: int = 3) -> torch.Tensor:
+    """Each image blurred by its own sigma in [0, most]: one separable convolution whose kernel
+    differs per image (the batch folded into channels, a grouped convolution)."""
+    b, dev = x.shape[0], x.device
+    sigma = (torch.rand(b, 1, device=dev) * most).clamp_min(1e-3)
+    t = torch.arange(-radius, radius + 1, device=dev, dtype=x.dtype)[None, :]
+    kernel = torch.exp(-t**2 / (2 * sigma**2))
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)                   # (B, 7)
+    y = x.reshape(1, b, 28, 28)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="replicate"), kernel.view(b, 1, 1, -1), groups=b)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="replicate"), kernel.view(b, 1, -1, 1), groups=b)
+    return y.reshape(b, 1, 28, 28)
+
+
+def _random_lines(x: torch.Tensor, chance: float) -> torch.Tensor:
+    """With probability ``chance`` per image, a straight line (random angle and offset, one or
+    two pixels thick) painted black or white: occlusion and stray marks."""
+    b, dev = x.shape[0], x.device
+    coords = torch.arange(28, device=dev, dtype=x.dtype) - 13.5
+    rows, cols = coords.view(1, 28, 1), coords.view(1, 1, 28)
+    angle = torch.rand(b, 1, 1, device=dev) * math.pi
+    offset = (torch.rand(b, 1, 1, device=dev) * 2 - 1) * 10
+    width = 0.5 + torch.rand(b, 1, 1, device=dev)
+    distance = (rows * torch.cos(angle) + cols * torch.sin(angle) - offset).abs()
+    on = (distance < width) & (torch.rand(b, 1, 1, device=dev) < chance)
+    value = (torch.rand(b, 1, 1, device=dev) < 0.5).to(x.dtype) * 255
+    return torch.where(on.unsqueeze(1), value.unsqueeze(1), x)
 
 
 def random_affine(pixels: torch.Tensor, rotation: float = 0.0, zoom: float = 0.0, shift: float = 0.0,

@@ -7,8 +7,13 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from digits.data.normalise import NORMALISATIONS
 from digits.errors import DigitsError
 from digits.hardware import PRECISIONS
+
+# Every augmentation digits.train.augment draws, each by its strength (named here so a config is checked
+# without torch).
+AUGMENTATIONS = ("rotation", "zoom", "shift", "elastic", "noise", "blur", "contrast", "stroke", "erase")
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,8 @@ class TrainConfig:
     schedule: str = "constant"    # constant | step | exponential | cosine | onecycle | plateau
     schedule_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"gamma": 0.95}
     label_smoothing: float = 0.0
-    augment: dict[str, float] = field(default_factory=dict)  # rotation (deg), zoom, shift (fractions), elastic
+    augment: dict[str, float] = field(default_factory=dict)  # AUGMENTATIONS; digits.train.augment
+    normalise: str = "none"       # none | mnist: inputs put into MNIST's form (digits.data.normalise)
     early_stopping: int = 0       # patience in epochs; 0 = off
     monitor: str = "val_accuracy"  # metric for early stopping, plateau and best weights
     restore_best: bool = True     # with early stopping: end with the best epoch's weights
@@ -54,9 +60,11 @@ class TrainConfig:
             raise DigitsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.monitor not in ("val_accuracy", "val_loss"):
             raise DigitsError(f"monitor must be val_accuracy or val_loss, got {self.monitor!r}")
-        unknown = sorted(set(self.augment) - {"rotation", "zoom", "shift", "elastic"})
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         if unknown:
-            raise DigitsError(f"unknown augmentation {', '.join(unknown)}; known: rotation, zoom, shift, elastic")
+            raise DigitsError(f"unknown augmentation {', '.join(unknown)}; known: {', '.join(AUGMENTATIONS)}")
+        if self.normalise not in NORMALISATIONS:
+            raise DigitsError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {self.normalise!r}")
         if self.early_stopping and self.val_split == 0:
             raise DigitsError("early stopping needs a validation split (--val-split > 0)")
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from digits.data.tensors import TensorSet
 from digits.precision import autocast, grad_scaler
-from digits.train.augment import random_affine
+from digits.train.augment import augment_batch
 from digits.train.config import TrainConfig
 from digits.train.optim import build_optimizer
 from digits.train.schedule import Rates, set_rate
@@ -75,7 +75,7 @@ class AutogradEngine:
                 continue  # batch norm cannot train on a single example
             x, y = data.x[idx], data.y[idx]
             if config.augment:
-                x = random_affine(x, **config.augment)
+                x = augment_batch(x, **config.augment)
             for k, (forward, optimizer, scaler) in enumerate(zip(self.forwards, self.optimizers, self.scalers)):
                 set_rate(optimizer.param_groups[0], lrs[step], momenta[step] if momenta else None)
                 with autocast(data.x.device, config.precision):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from digits.data.dataset import DigitSet
+from digits.data.normalise import normalise_set
 from digits.data.tensors import TensorSet
 from digits.errors import DigitsError
 from digits.hardware import choose_precision, hardware
@@ -194,7 +195,11 @@ def fit_side_by_side(models: Sequence[nn.Module], train: DigitSet | TensorSet, c
 def train_model(config: TrainConfig, train: DigitSet, val: DigitSet | None = None,
                 callbacks: Sequence[Callback] = (), checkpoint_dir: str | os.PathLike[str] | None = None,
                 resume: bool = False) -> tuple[nn.Module, History]:
-    """Seed, build ``config.model`` and fit it: the one call behind ``digits train``."""
+    """Seed, build ``config.model`` and fit it: the one call behind ``digits train``. With
+    ``config.normalise``, the rows are normalised once, before any augmentation, as the
+    Predictor normalises what it reads."""
+    train = normalise_set(train, config.normalise)
+    val = None if val is None else normalise_set(val, config.normalise)
     seed_everything(config.seed)
     model = create_model(config.model, **config.model_args)
     history = fit(model, train, config, val, callbacks, checkpoint_dir=checkpoint_dir, resume=resume)

@@ -29,7 +29,7 @@ from torch import nn
 from digits.data.tensors import TensorSet
 from digits.errors import DigitsError
 from digits.precision import autocast
-from digits.train.augment import random_affine
+from digits.train.augment import augment_batch
 from digits.train.config import TrainConfig
 from digits.train.engines import EngineUnavailable, Results
 from digits.train.schedule import Rates, cycles_momentum
@@ -130,7 +130,7 @@ class GraphedEngine:
     def _one_step(self, i: int) -> None:
         x, y = self.block_x[i], self.block_y[i]
         if self.config.augment:  # random draws inside a graph use CUDA's graph-safe generator
-            x = random_affine(x, **self.config.augment)
+            x = augment_batch(x, **self.config.augment)
         self.lr.copy_(self.block_lr[i])
         if self.cycles:
             self.beta1.copy_(self.block_beta1[i])
