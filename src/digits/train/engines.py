@@ -24,7 +24,8 @@ from digits.train.schedule import Rates, set_rate
 # Settings the loop carries out itself, whatever the engine (the schedule too: engines only set
 # each step's rate from the loop's table).
 LOOP_SETTINGS = frozenset({"model", "model_args", "epochs", "batch_size", "lr", "schedule", "schedule_args",
-                           "val_split", "shuffle", "seed", "device", "early_stopping", "monitor", "restore_best"})
+                           "val_split", "shuffle", "seed", "device", "early_stopping", "monitor", "restore_best",
+                           "normalise"})  # the loop normalises the rows before any engine sees them
 Claims = dict[str, Callable[[Any, TrainConfig], bool]]  # setting -> which of its values an engine handles
 
 

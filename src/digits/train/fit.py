@@ -138,6 +138,9 @@ def fit_side_by_side(models: Sequence[nn.Module], train: DigitSet | TensorSet, c
         model.to(device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
+    # With config.normalise the rows are normalised once, before any augmentation, here for every
+    # way into the loop (digits train, the grid, DigitClassifier), as the Predictor normalises what it reads.
+    train, val = _normalised(train, config.normalise), (None if val is None else _normalised(val, config.normalise))
     data = TensorSet.from_digits(train, device)
     val_data = TensorSet.from_digits(val, device) if val is not None and len(val) else None
     if config.early_stopping and val_data is None:
@@ -192,14 +195,18 @@ def fit_side_by_side(models: Sequence[nn.Module], train: DigitSet | TensorSet, c
     return histories
 
 
+def _normalised(data: DigitSet | TensorSet, how: str) -> DigitSet | TensorSet:
+    if how == "none":
+        return data
+    if isinstance(data, TensorSet):
+        raise DigitsError(f"normalise = {how!r} needs the images (a DigitSet), not tensors already made")
+    return normalise_set(data, how)
+
+
 def train_model(config: TrainConfig, train: DigitSet, val: DigitSet | None = None,
                 callbacks: Sequence[Callback] = (), checkpoint_dir: str | os.PathLike[str] | None = None,
                 resume: bool = False) -> tuple[nn.Module, History]:
-    """Seed, build ``config.model`` and fit it: the one call behind ``digits train``. With
-    ``config.normalise``, the rows are normalised once, before any augmentation, as the
-    Predictor normalises what it reads."""
-    train = normalise_set(train, config.normalise)
-    val = None if val is None else normalise_set(val, config.normalise)
+    """Seed, build ``config.model`` and fit it: the one call behind ``digits train``."""
     seed_everything(config.seed)
     model = create_model(config.model, **config.model_args)
     history = fit(model, train, config, val, callbacks, checkpoint_dir=checkpoint_dir, resume=resume)
