@@ -138,20 +138,19 @@ def prepare_digit(gray: np.ndarray) -> PreparedDigit:
         raise InputError(f"expected one grayscale image (H, W), got shape {gray.shape}")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if float(np.median(border)) > 127.5:  # dark on light, like paper: MNIST is light on dark
-        gray = 255.0 - gray
-    if not _stands_out_of_its_border(gray):
+        gray, border = 255.0 - gray, 255.0 - border
+    if not _stands_out_of_its_border(gray, border):
         return PreparedDigit(np.zeros((SIZE, SIZE), np.uint8), False)
     result = mnist_form(gray[None])
     return PreparedDigit(result.images[0], bool(result.found[0]))
 
 
-def _stands_out_of_its_border(gray: np.ndarray) -> bool:
+def _stands_out_of_its_border(gray: np.ndarray, border: np.ndarray) -> bool:
     """Whether some ink rises above the picture's border by MIN_CONTRAST once the border's own
     spread (paper grain, sensor noise) is allowed for: a picture of noise is as busy at its border
     as inside, and holds nothing to read. Measured on the ink's side of the background (the
     90th percentile ignores ink that touches the border); three times it is about 4 sigma of
-    Gaussian noise."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    Gaussian noise. ``border``: the picture's outermost pixels, as ``gray`` holds them."""
     background = float(np.median(border))
     noise = 3.0 * float(np.percentile(np.maximum(border - background, 0.0), 90))
     return float(gray.max()) - background - noise >= MIN_CONTRAST
