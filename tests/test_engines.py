@@ -26,7 +26,7 @@ from digits.runs import load_model, save_model
 from digits.train import fit as loop
 from digits.train.callbacks import Callback
 from digits.train.config import TrainConfig
-from digits.train.engines import AutogradEngine
+from digits.train.engines import AutogradEngine, evaluate_each
 from digits.train.fast_mlp import FusedMlpEngine
 from digits.train.fit import choose_engine, fit, fit_side_by_side, seed_everything
 from digits.train.graphed import GraphedEngine
@@ -146,6 +146,22 @@ def test_models_side_by_side_train_as_each_alone(split, engine):
         assert history.column("val_accuracy") == pytest.approx(want.column("val_accuracy"), abs=2e-3)
         for a, b in zip(model.parameters(), reference.parameters()):
             assert (a - b).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_fused_engine_scores_held_out_rows_as_each_model_scores_them_alone(split, precision):
+    train, val = split
+    held_out = TensorSet.from_digits(val, CPU)
+    held_out.x[:5, 0, 0] = 255  # ink in a corner no training row has: its weights never moved, yet they count
+    seed_everything(1)
+    models = [create_model("tutorial-mlp", hidden=h) for h in (8, 32, 16)]
+    config = MLP.replace(precision=precision)
+    engine = FusedMlpEngine(models, TensorSet.from_digits(train, CPU), config)
+    assert 0 not in engine.stack.pixels.tolist()
+    expected = evaluate_each(models, held_out, precision)
+    for (loss, accuracy), (want_loss, want_accuracy) in zip(engine.evaluate(held_out, batch_size=64), expected):
+        assert loss == pytest.approx(want_loss, rel=1e-4 if precision == "fp32" else 2e-2)
+        assert accuracy == pytest.approx(want_accuracy, abs=0 if precision == "fp32" else 3 / len(val))
 
 
 def test_a_bf16_first_layer_trains_as_well_as_fp32(split):

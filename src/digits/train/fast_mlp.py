@@ -31,6 +31,7 @@ from torch import nn
 from digits.data.tensors import TensorSet
 from digits.hardware import SMALL_MODEL, use_threads
 from digits.models.layers import Classifier
+from digits.precision import autocast
 from digits.train.config import TrainConfig
 from digits.train.denormals import flushed_denormals
 from digits.train.engines import Claims, Results, claims
@@ -245,6 +246,7 @@ class FusedMlpEngine:
         self.steps = -(-len(data) // config.batch_size)
         total = sum(p.numel() for ps in self.params for p in ps)
         self.threads = 1 if total < SMALL_MODEL else torch.get_num_threads()
+        self._held_out: tuple[TensorSet, torch.Tensor] | None = None  # the rows evaluate saw last, scaled
 
     def _start(self) -> UpdateRule:
         """Copy the weights and optimizer state in (read every epoch: resuming replaces the state tensors)."""
@@ -288,6 +290,36 @@ class FusedMlpEngine:
                 return self._epoch(rule, order, rates, progress)
             finally:
                 self._finish(rule)
+
+    @torch.no_grad()
+    def evaluate(self, data: TensorSet, batch_size: int = 4096) -> Results:
+        """Every model's (mean cross-entropy, accuracy) on held-out ``data``, as ``evaluate`` gives
+        each, in one pass through the stack.
+
+        Why not model by model: for the grid's stacks that was a third of the time of a fit, each
+        model scaling every row again and running its own narrow matmul. Here the rows are scaled
+        once per fit and each layer is one wide matmul. The first layer is read from the models
+        whole (all 784 pixels: a held-out row may have ink where no training row has)."""
+        if self._held_out is None or self._held_out[0] is not data:
+            x = data.x.reshape(len(data), 784).float().mul_(self.scale)
+            self._held_out = data, (x.add_(self.shift) if self.shift else x)
+        x, m, last = self._held_out[1], self.stack.count, len(self.stack.rows) - 1
+        self.stack.copy(self.stack.views, self.params, into=True)  # the models' weights as they are now
+        layers = [(torch.cat([ls[0].weight for ls in self.layers]), torch.cat([ls[0].bias for ls in self.layers]))]
+        layers += list(zip(self.stack.weights[1:], self.stack.biases[1:]))  # block-diagonal: models never mix
+        loss_sums, hits = torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.int64)
+        with autocast(x.device, self.config.precision):
+            for start in range(0, len(x), batch_size):
+                a, y = x[start:start + batch_size], data.y[start:start + batch_size]
+                for i, (weight, bias) in enumerate(layers):
+                    a = torch.addmm(bias, a, weight.t())
+                    a = a.relu_() if i < last else a
+                logits = a.float().view(len(y), m, 10)
+                truth = logits.gather(2, y[:, None, None].expand(-1, m, 1)).squeeze(2)
+                loss_sums += (torch.logsumexp(logits, 2) - truth).sum(0, dtype=torch.float64)
+                hits += (logits.argmax(2) == y[:, None]).sum(0)
+        n = max(len(data), 1)
+        return [(loss / n, hit / n) for loss, hit in zip(loss_sums.tolist(), hits.tolist())]
 
     def _epoch(self, rule: UpdateRule, order: torch.Tensor, rates: Rates, progress: Callable[[int], None]) -> Results:
         (lrs, momenta), batch_size, m = rates, self.config.batch_size, self.stack.count

@@ -1,9 +1,9 @@
 """The training loop: the whole data set on the device as uint8, batches by index, no DataLoader.
 
 ``fit`` keeps the loop (order, learning rates, evaluation, history, callbacks, checkpoints,
-early stopping, resume) and hands the optimizer steps of each epoch to a step engine
-(``digits.train.engines``): the first of ``ENGINES`` that says it handles the models and the
-settings. ``fit`` returns a History; printing is left to callbacks. Optional per-epoch
+early stopping, resume) and hands the optimizer steps of each epoch, and the scoring of the
+held-out rows after it, to a step engine (``digits.train.engines``): the first of ``ENGINES``
+that says it handles the models and the settings. ``fit`` returns a History; printing is left to callbacks. Optional per-epoch
 checkpoints let ``fit(..., resume=True)`` continue a killed run to the same weights, bit for
 bit on CPU.
 """
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from digits.data.dataset import DigitSet
@@ -28,12 +27,11 @@ from digits.data.tensors import TensorSet
 from digits.errors import DigitsError
 from digits.hardware import choose_precision, hardware
 from digits.models.registry import create_model
-from digits.precision import autocast
 from digits.train.callbacks import Callback, StepProgress
 from digits.train.checkpoint import load_checkpoint, save_checkpoint
 from digits.train.config import TrainConfig
 from digits.train.device import resolve_device
-from digits.train.engines import AutogradEngine, EngineUnavailable
+from digits.train.engines import AutogradEngine, EngineUnavailable, evaluate  # noqa: F401 (evaluate: the loop's API)
 from digits.train.fast_mlp import FusedMlpEngine, mlp_layers
 from digits.train.graphed import GraphedEngine
 from digits.train.history import COLUMNS, History
@@ -61,21 +59,6 @@ def _build_engine(models: Sequence[nn.Module], data: TensorSet, config: TrainCon
         except EngineUnavailable as exc:
             warnings.warn(str(exc), stacklevel=3)
     raise AssertionError("the general engine handles everything")
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: TensorSet, batch_size: int = 2048,
-             precision: str = "fp32") -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``data``."""
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(data), batch_size):
-        x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
-        with autocast(x.device, precision):
-            logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += int((logits.argmax(1) == y).sum())
-    return loss_sum / max(len(data), 1), correct / max(len(data), 1)
 
 
 class BestTracker:
@@ -174,9 +157,8 @@ def fit_side_by_side(models: Sequence[nn.Module], train: DigitSet | TensorSet, c
         lrs, momenta = rates.next_epoch()
         results = engine.run_epoch(order, (lrs, momenta), StepProgress(callbacks, epoch, engine.steps))
         seconds = time.perf_counter() - started
-        for model, history, (loss, acc) in zip(models, histories, results):
-            val_loss, val_acc = (evaluate(model, val_data, precision=config.precision) if val_data is not None
-                                 else (math.nan, math.nan))
+        held_out = engine.evaluate(val_data) if val_data is not None else [(math.nan, math.nan)] * len(models)
+        for history, (loss, acc), (val_loss, val_acc) in zip(histories, results, held_out):
             history.append({"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss,
                             "val_accuracy": val_acc, "lr": lrs[-1], "seconds": seconds})
         row = {c: float(np.mean([h.rows[-1][c] for h in histories])) for c in COLUMNS}

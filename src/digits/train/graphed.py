@@ -31,7 +31,7 @@ from digits.errors import DigitsError
 from digits.precision import autocast
 from digits.train.augment import augment_batch
 from digits.train.config import TrainConfig
-from digits.train.engines import EngineUnavailable, Results
+from digits.train.engines import EngineUnavailable, Results, evaluate_each
 from digits.train.schedule import Rates, cycles_momentum
 
 GRAPH_STEPS = 16  # optimizer steps recorded per graph; an epoch replays it steps // 16 times
@@ -204,6 +204,10 @@ class GraphedEngine:
                         value.zero_()
             if self.scaler is not None:
                 self.scaler.reset()
+
+    def evaluate(self, data: TensorSet) -> Results:
+        """The model's (mean cross-entropy, accuracy) on held-out ``data``."""
+        return evaluate_each([self.model], data, self.config.precision)
 
     def run_epoch(self, order: torch.Tensor, rates: Rates, progress: Callable[[int], None]) -> Results:
         """One epoch over ``order`` (its last partial batch dropped); ``progress`` hears the steps
