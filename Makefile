@@ -38,8 +38,10 @@ pictures: install data
 # Debian's chromium for the draw-a-digit end-to-end test (Playwright drives it; it never
 # downloads a browser). Skipped when one is there already.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The Liberation fonts too: outlier exposure draws its letters from them (chromium depends on them anyway).
 browser:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	@test -d /usr/share/fonts/truetype/liberation || $(SUDO) apt-get install -y fonts-liberation
 
 # PostgreSQL's server for the study-storage test (Debian's package; skipped when present).
 postgres:

@@ -12,6 +12,7 @@ from helpers import FIXTURES, train_ensemble_on_fixture, train_fixture_run
 from digits.errors import DataError, RunError
 from digits.predict.calibration import (
     CALIBRATION_FILE,
+    NO_DIGIT_RATE,
     Calibration,
     expected_calibration_error,
     fit_calibration,
@@ -20,8 +21,10 @@ from digits.predict.calibration import (
     reliability_bins,
     save_calibration,
     temper,
+    top_two,
     unsure_threshold,
 )
+from digits.predict.verdict import decide
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -79,6 +82,25 @@ def test_fit_calibration_lowers_the_nll_and_ece_of_a_miscalibrated_set():
     assert fitted.measured["rows"] == 3_000
 
 
+def test_no_digit_is_said_when_the_two_likeliest_digits_hold_less_than_validation_digits_ever_do():
+    proba, labels = _calibrated_set(3_000, seed=4)
+    assert fit_calibration(proba, labels).no_digit_below is None  # a model never taught to spread its doubt
+    fitted = fit_calibration(proba, labels, no_digit=True)
+    two = top_two(fitted.apply(proba))
+    assert NO_DIGIT_RATE - 0.001 <= np.mean(two < fitted.no_digit_below) <= NO_DIGIT_RATE
+    assert fitted.no_digit_below > fitted.unsure_below  # an answer under it is unsure already
+    fitted = Calibration(1.0, unsure_below=0.6, source="validation", no_digit_below=0.8)  # a real run's size
+    image = np.full((3, 28, 28), 255, np.uint8)  # ink: only the probabilities decide here
+    four_or_nine = np.full(10, 0.02 / 8)
+    four_or_nine[[4, 9]] = 0.49
+    spread = np.full(10, 0.1)  # no digit stands out: what outlier exposure teaches for a letter
+    sure = np.eye(10)[7] * 0.99 + 0.001
+    verdicts = [d.verdict for d in decide(np.stack([four_or_nine, spread, sure]), image, fitted)]
+    assert verdicts == ["unsure", "not a digit", "answered"]
+    older = Calibration(fitted.temperature, fitted.unsure_below, "validation")  # a calibration.json from before
+    assert [d.verdict for d in decide(spread[None], image[:1], older)] == ["unsure"]
+
+
 def test_too_few_rows_to_fit_on_is_a_one_line_data_error():
     proba, labels = _calibrated_set(50)
     with pytest.raises(DataError, match="50 validation rows: calibration needs at least 100"):
@@ -86,7 +108,7 @@ def test_too_few_rows_to_fit_on_is_a_one_line_data_error():
 
 
 def test_calibration_json_round_trips_and_a_damaged_one_names_the_file_and_field(tmp_path):
-    fitted = Calibration(0.42, 0.61, "validation", {"rows": 2100, "ece": 0.005})
+    fitted = Calibration(0.42, 0.61, "validation", {"rows": 2100, "ece": 0.005}, no_digit_below=0.83)
     save_calibration(tmp_path, fitted)
     assert load_calibration(tmp_path) == fitted
     assert [p.name for p in tmp_path.iterdir()] == [CALIBRATION_FILE]  # written atomically: no temporary left

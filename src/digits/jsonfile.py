@@ -189,7 +189,8 @@ ENSEMBLE: dict[str, Spec] = {  # ensemble.json
     "environment": Optional(dict)}
 
 CALIBRATION: dict[str, Spec] = {  # calibration.json (digits.predict.calibration)
-    "temperature": float, "unsure_below": float, "source": str, "measured": Optional(dict)}
+    "temperature": float, "unsure_below": float, "source": str, "measured": Optional(dict),
+    "no_digit_below": Optional(float)}
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

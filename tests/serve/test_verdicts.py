@@ -84,9 +84,9 @@ def test_predict_image_prints_not_a_digit_for_a_blank_page_and_the_answer_for_a_
 
 def test_a_digit_read_with_too_little_confidence_is_unsure_and_names_the_two_likeliest(reader, fixture_test):
     calibration = reader.calibration
-    def reading(top: float) -> np.ndarray:  # 4 at ``top``, 9 second, the rest shared out
-        proba = np.full((1, 10), (1 - top) * 0.4 / 8, np.float32)
-        proba[0, 4], proba[0, 9] = top, (1 - top) * 0.6
+    def reading(top: float) -> np.ndarray:  # 4 at ``top``, 9 a close second, the rest shared out
+        proba = np.full((1, 10), (1 - 1.97 * top) / 8, np.float32)
+        proba[0, 4], proba[0, 9] = top, 0.97 * top
         return proba
 
     just_under = calibration.unsure_below - 0.01  # the run's threshold, chosen on its validation rows
@@ -99,13 +99,15 @@ def test_a_digit_read_with_too_little_confidence_is_unsure_and_names_the_two_lik
 LETTER_K = [[(90, 40), (90, 240)], [(200, 40), (90, 150)], [(120, 125), (210, 240)]]  # as the page draws it
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: the fixture run's rejector, fitted on its 1,800 training rows, "
-                   "puts a drawn K at about 0.7 of its threshold; the page says unsure, not 'not a digit'")
-def test_a_letter_drawn_as_strokes_is_not_a_digit(reader):
+def test_a_letter_and_a_scribble_drawn_as_strokes_are_not_digits(reader):
+    # The fixture run trained with outlier exposure (Liberation letters, wandering scribbles): a
+    # K and crossed straight lines, neither of which it saw, leave no two digits likely.
     from pictures import draw_strokes
 
-    reading = reader.read([np.asarray(draw_strokes(LETTER_K), np.float32)])[0]
-    assert reading.decision.verdict == "not a digit"
+    hash_ = [[(90, 40), (90, 240)], [(180, 40), (180, 240)], [(40, 100), (240, 100)], [(40, 180), (240, 180)]]
+    readings = reader.read([np.asarray(draw_strokes(s), np.float32) for s in (LETTER_K, hash_)])
+    assert [r.decision.verdict for r in readings] == ["not a digit", "not a digit"]
+    assert all(r.to_dict()["message"].startswith("not a digit: it looks like none") for r in readings)
 
 
 def test_a_picture_the_rejector_finds_far_from_the_training_digits_is_not_a_digit_with_its_probabilities(reader):
@@ -121,4 +123,4 @@ def test_a_picture_the_rejector_finds_far_from_the_training_digits_is_not_a_digi
     for r in (r for r in readings if r.decision.verdict == "not a digit"):
         shown = r.to_dict()
         assert shown["label"] is None and shown["probabilities"] is not None and not shown["digit_found"]
-        assert shown["message"].startswith("not a digit: it lies far from every digit")
+        assert shown["message"].startswith("not a digit: it looks like none of the digits")

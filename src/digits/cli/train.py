@@ -53,6 +53,9 @@ def add_commands(sub: Any) -> None:
     train.add_argument("--normalise", choices=NORMALISATIONS,
                        help="input normalisation, recorded in the run and applied by every reader of it (mnist: "
                             "background, contrast, ink box fitted to 20x20, centred by mass; default none)")
+    train.add_argument("--outlier-exposure", type=non_negative_float, metavar="W",
+                       help="weight of outlier exposure: a quarter batch of letters (Liberation fonts) per step, "
+                            "pulled toward no answer, so that what is no digit is read as unsure (default 0: off)")
     train.add_argument("--early-stopping", type=non_negative_int, metavar="PATIENCE",
                        help="stop after PATIENCE epochs without a better val_accuracy, keep the best weights")
     train.add_argument("--val-split", type=fraction, metavar="F",
@@ -92,7 +95,8 @@ def train(args: argparse.Namespace, created: list[Path]) -> int:
             preset, model=args.model, model_args=dict(args.model_arg), augment=dict(args.augment),
             epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
             weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
-            normalise=args.normalise, early_stopping=args.early_stopping, val_split=args.val_split,
+            normalise=args.normalise, outlier_exposure=args.outlier_exposure,
+            early_stopping=args.early_stopping, val_split=args.val_split,
             seed=args.seed, device=args.device,
             precision=args.precision, compile=args.compile, channels_last=args.channels_last,
             cuda_graphs=args.cuda_graphs, members=args.ensemble, bagging=args.bagging, workers=args.workers,

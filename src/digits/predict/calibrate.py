@@ -58,7 +58,10 @@ def calibrate_run(run_dir: str | os.PathLike[str], data: DigitSet, spec: Ensembl
     _fit_rejector(Path(run_dir), predictor, data, rows[0])
     # Each member on its own, as it predicts alone: no test-time augmentation.
     raw = predictor.member_proba(data.images, rows=rows, tta=False, calibrated=False)
-    members = [_fit(model_dir, proba, data.labels[mine], "validation")
+    # Only a model taught to spread what is no digit (outlier exposure) says "not a digit" of a spread
+    # reading; any other spreads its doubt between digits, and is unsure.
+    no_digit = spec.config.outlier_exposure > 0
+    members = [_fit(model_dir, proba, data.labels[mine], "validation", no_digit)
                for model_dir, proba, mine in zip(model_dirs, raw, rows)]
     if not ensemble:
         return members[0]
@@ -70,7 +73,7 @@ def calibrate_run(run_dir: str | os.PathLike[str], data: DigitSet, spec: Ensembl
     calibrated = [c.apply(p) if c is not None else p for c, p in zip(members, raw)]
     average = average_members(calibrated, [np.searchsorted(union, mine) for mine in rows], len(union))
     shared = all(len(mine) == len(union) for mine in rows)
-    return _fit(Path(run_dir), average, data.labels[union], "validation" if shared else "out-of-bag")
+    return _fit(Path(run_dir), average, data.labels[union], "validation" if shared else "out-of-bag", no_digit)
 
 
 def _fit_rejector(run_dir: Path, predictor: Predictor, data: DigitSet, held_out: np.ndarray) -> None:
@@ -84,10 +87,10 @@ def _fit_rejector(run_dir: Path, predictor: Predictor, data: DigitSet, held_out:
     save_rejector(run_dir, rejector)
 
 
-def _fit(folder: Path, proba: np.ndarray, labels: np.ndarray, source: str) -> Calibration | None:
+def _fit(folder: Path, proba: np.ndarray, labels: np.ndarray, source: str, no_digit: bool) -> Calibration | None:
     if len(labels) < MIN_FIT_ROWS:
         return None
-    calibration = fit_calibration(proba, labels, source)
+    calibration = fit_calibration(proba, labels, source, no_digit=no_digit)
     save_calibration(folder, calibration)
     return calibration
 

@@ -27,6 +27,8 @@ CALIBRATION_FILE = "calibration.json"
 ECE_BINS = 15                 # the standard choice (Guo et al. 2017; Naeini et al. 2015)
 FLAG_RATE = 0.005             # share of validation digits flagged unsure; with the rejector's 0.5%
 #                               rejected, clean test digits flagged stay under 1%
+NO_DIGIT_RATE = 0.002         # share of validation digits whose two best digits hold less than
+#                               ``no_digit_below``: mostly among the unsure ones already
 DEFAULT_UNSURE_BELOW = 0.5    # an uncalibrated run: unsure only when no digit has half the probability
 MIN_FIT_ROWS = 100            # fewer validation rows than this fit nothing worth keeping
 FLOOR = 1e-12                 # log(0) guard: a probability that underflowed still orders the classes
@@ -37,7 +39,9 @@ class Calibration:
     """How a run's probabilities are calibrated and when its answers are unsure.
 
     ``temperature`` divides the log-probabilities; ``unsure_below``: a calibrated top
-    probability under it marks the answer unsure; ``source`` says where these came from
+    probability under it marks the answer unsure; ``no_digit_below``: when the two most
+    probable digits hold less than it between them, no digit is a fair reading (an ambiguous
+    digit is two digits' worth; what outlier exposure taught to doubt spreads over many); ``source`` says where these came from
     ("validation", "default" for a run without calibration.json); ``measured`` holds what the
     fit measured on its rows (rows, ECE and NLL before and after, the share flagged).
     """
@@ -46,6 +50,7 @@ class Calibration:
     unsure_below: float = DEFAULT_UNSURE_BELOW
     source: str = "default"
     measured: dict[str, Any] = field(default_factory=dict)
+    no_digit_below: float | None = None  # the two most probable digits together under it: not a digit
 
     @property
     def fitted(self) -> bool:
@@ -69,6 +74,8 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"temperature": self.temperature, "unsure_below": self.unsure_below,
                                "source": self.source, "measured": self.measured}
+        if self.no_digit_below is not None:
+            out["no_digit_below"] = self.no_digit_below
         return out
 
 
@@ -158,7 +165,17 @@ def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int 
 
 def unsure_threshold(proba: np.ndarray, rate: float = FLAG_RATE) -> float:
     """The calibrated top probability below which about ``rate`` of these rows fall."""
-    confidence = np.sort(np.asarray(proba, np.float64).max(axis=1))
+    return _threshold(np.asarray(proba, np.float64).max(axis=1), rate)
+
+
+def top_two(proba: np.ndarray) -> np.ndarray:
+    """The probability of the two most probable classes together, row by row."""
+    proba = np.asarray(proba, np.float64)
+    return np.sort(proba, axis=1)[:, -2:].sum(axis=1) if proba.shape[1] > 1 else proba.max(axis=1)
+
+
+def _threshold(values: np.ndarray, rate: float) -> float:
+    confidence = np.sort(values)
     if not len(confidence):
         return DEFAULT_UNSURE_BELOW
     k = math.floor(rate * len(confidence))  # flag the k least confident rows, no more
@@ -167,11 +184,11 @@ def unsure_threshold(proba: np.ndarray, rate: float = FLAG_RATE) -> float:
 
 
 def fit_calibration(proba: np.ndarray, labels: np.ndarray, source: str = "validation",
-                    rate: float = FLAG_RATE) -> Calibration:
+                    rate: float = FLAG_RATE, no_digit: bool = False) -> Calibration:
     """Fit a temperature and the unsure threshold on held-out ``proba`` (N, 10) and their ``labels``.
-
-    The threshold flags about ``rate`` of the rows as unsure. DataError when there are too
-    few rows to fit on."""
+    The threshold flags about ``rate`` of the rows as unsure; with ``no_digit`` (a model trained
+    with outlier exposure), ``no_digit_below`` too, under the two likeliest digits' mass of
+    ``NO_DIGIT_RATE`` of the rows. DataError when there are too few rows to fit on."""
     labels = np.asarray(labels, np.int64)
     if len(labels) < MIN_FIT_ROWS:
         raise DataError(f"{len(labels)} {source} rows: calibration needs at least {MIN_FIT_ROWS}")
@@ -183,7 +200,10 @@ def fit_calibration(proba: np.ndarray, labels: np.ndarray, source: str = "valida
                 "nll_before": _round(nll(proba, labels)), "nll": _round(nll(calibrated, labels))}
     threshold = unsure_threshold(calibrated, rate)
     measured["unsure_rate"] = _round(float(np.mean(calibrated.max(1) < threshold)))
-    return Calibration(temperature, threshold, source, measured)
+    below = _threshold(top_two(calibrated), NO_DIGIT_RATE) if no_digit else None
+    if below is not None:
+        measured["no_digit_rate"] = _round(float(np.mean(top_two(calibrated) < below)))
+    return Calibration(temperature, threshold, source, measured, below)
 
 
 def _round(value: float) -> float | None:
@@ -203,7 +223,11 @@ def load_calibration(run_dir: str | os.PathLike[str]) -> Calibration:
     if not 0.0 <= below <= 1.0 + 1e-6:
         raise RunError(f"{path}: field 'unsure_below' should be a probability in [0, 1], "
                        f"found {data['unsure_below']!r}")
-    return Calibration(temperature, below, data["source"], dict(data.get("measured") or {}))
+    no_digit = data.get("no_digit_below")
+    if no_digit is not None and not (isinstance(no_digit, (int, float)) and 0.0 <= no_digit <= 1.0 + 1e-6):
+        raise RunError(f"{path}: field 'no_digit_below' should be a probability in [0, 1], found {no_digit!r}")
+    return Calibration(temperature, below, data["source"], dict(data.get("measured") or {}),
+                       None if no_digit is None else float(no_digit))
 
 
 def save_calibration(run_dir: str | os.PathLike[str], calibration: Calibration) -> Path:

@@ -3,8 +3,10 @@ probabilities and the 28x28 image itself.
 
 - **not a digit**: a blank or near-blank picture (the preprocessing found no ink worth
   reading), or one whose features lie farther from every digit the run trained on than its
-  rejector's threshold (:mod:`digits.predict.rejection`: letters, scribbles, noise). A run
-  without a rejector says it only of blank pictures.
+  rejector's threshold (:mod:`digits.predict.rejection`: letters, scribbles, noise), or whose
+  two most probable digits hold less than the run's ``no_digit_below`` between them (a model
+  trained with outlier exposure spreads what is no digit over many). A run without a rejector
+  or that threshold says it only of blank pictures.
 - **unsure**: a digit, but the calibrated top probability is under the run's threshold;
   the answer names the two most probable digits ("4 or 9?").
 - **answered**: the digit and its calibrated probability.
@@ -64,11 +66,12 @@ def decide(proba: np.ndarray, images: np.ndarray, calibration: Calibration,
     if rejector is not None and distance is not None:
         rejected = rejected | rejector.rejects(distance)
     order = np.argsort(-np.asarray(proba), axis=1, kind="stable")
+    no_digit = calibration.no_digit_below
     out = []
     for i, row in enumerate(np.asarray(proba)):
         top, second = int(order[i, 0]), int(order[i, 1])
         confidence = round(float(row[top]), 6)
-        if rejected[i]:
+        if rejected[i] or (no_digit is not None and row[top] + row[second] < no_digit):
             out.append(Decision("not a digit", None, confidence if found[i] else None, ()))
         elif row[top] < calibration.unsure_below:
             out.append(Decision("unsure", top, confidence, (top, second)))

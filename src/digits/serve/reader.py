@@ -40,7 +40,7 @@ class Reading:
         if self.probabilities is None:
             out["message"] = "no digit: the picture is blank or nearly blank"
         elif not self.found:
-            out["message"] = "not a digit: it lies far from every digit the model was trained on"
+            out["message"] = "not a digit: it looks like none of the digits the model was trained on"
         if with_image:
             out["image"] = self.image.tolist()
         return out

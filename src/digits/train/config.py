@@ -33,6 +33,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: dict[str, float] = field(default_factory=dict)  # AUGMENTATIONS; digits.train.augment
     normalise: str = "none"       # none | mnist: inputs put into MNIST's form (digits.data.normalise)
+    outlier_exposure: float = 0.0  # weight of the loss that teaches doubt on letters (digits.data.outliers); 0 = off
     early_stopping: int = 0       # patience in epochs; 0 = off
     monitor: str = "val_accuracy"  # metric for early stopping, plateau and best weights
     restore_best: bool = True     # with early stopping: end with the best epoch's weights
@@ -56,6 +57,8 @@ class TrainConfig:
             raise DigitsError(f"--lr must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise DigitsError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.outlier_exposure <= 10.0:
+            raise DigitsError(f"outlier_exposure must be in [0, 10], got {self.outlier_exposure}")
         if self.precision not in PRECISIONS:
             raise DigitsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.monitor not in ("val_accuracy", "val_loss"):

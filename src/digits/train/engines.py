@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digits.data.normalise import normalise
 from digits.data.tensors import TensorSet
+from digits.errors import DigitsError
 from digits.precision import autocast, grad_scaler
 from digits.train.augment import augment_batch
 from digits.train.config import TrainConfig
@@ -58,6 +60,17 @@ def evaluate(model: nn.Module, data: TensorSet, batch_size: int = 2048,
     return loss_sum / max(len(data), 1), correct / max(len(data), 1)
 
 
+def _outliers(data: TensorSet, config: TrainConfig) -> torch.Tensor | None:
+    """The pictures of outlier exposure as ``data`` holds its images (uint8 on its device), or None."""
+    if not config.outlier_exposure:
+        return None
+    if tuple(data.x.shape[1:]) != (28, 28):
+        raise DigitsError(f"outlier exposure needs 28x28 images, not rows shaped {tuple(data.x.shape[1:])}")
+    from digits.data.outliers import outlier_pictures  # Pillow's fonts: only for the runs that ask
+
+    return torch.from_numpy(normalise(outlier_pictures(seed=config.seed), config.normalise)).to(data.x.device)
+
+
 def evaluate_each(models: Sequence[nn.Module], data: TensorSet, precision: str) -> Results:
     """``evaluate`` of each model on ``data``: an engine's ``evaluate`` unless it has a faster one."""
     return [evaluate(model, data, precision=precision) for model in models]
@@ -79,6 +92,8 @@ class AutogradEngine:
         self.forwards = [torch.compile(m) if config.compile else m for m in models]
         self.scalers = [grad_scaler(data.x.device, config.precision) for _ in models]  # fp16: loss scaling
         self.steps = math.ceil(len(data) / config.batch_size)
+        self.outliers = _outliers(data, config)
+        self.outlier_draws = torch.Generator().manual_seed(config.seed + 1)
         self.batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for n in models for m in n.modules())
 
     def run_epoch(self, order: torch.Tensor, rates: Rates, progress: Callable[[int], None]) -> Results:
@@ -95,13 +110,20 @@ class AutogradEngine:
             if len(idx) < 2 and self.batch_norm:
                 continue  # batch norm cannot train on a single example
             x, y = data.x[idx], data.y[idx]
+            if self.outliers is not None:  # a quarter batch of non-digits after the digits, augmented alike
+                drawn = torch.randint(len(self.outliers), (max(1, len(idx) // 4),), generator=self.outlier_draws)
+                x = torch.cat([x, self.outliers[drawn.to(x.device)]])
             if config.augment:
                 x = augment_batch(x, **config.augment)
             for k, (forward, optimizer, scaler) in enumerate(zip(self.forwards, self.optimizers, self.scalers)):
                 set_rate(optimizer.param_groups[0], lrs[step], momenta[step] if momenta else None)
                 with autocast(data.x.device, config.precision):
-                    logits = forward(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                    logits = forward(x).float()
+                digits_loss = loss = F.cross_entropy(logits[:len(y)], y, label_smoothing=config.label_smoothing)
+                if self.outliers is not None:  # cross-entropy against the uniform distribution (Hendrycks et al.)
+                    doubt = logits[len(y):]
+                    loss = loss + config.outlier_exposure * (torch.logsumexp(doubt, 1) - doubt.mean(1)).mean()
+                logits = logits[:len(y)]
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
@@ -110,7 +132,7 @@ class AutogradEngine:
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                loss_sums[k] += loss.detach() * len(idx)
+                loss_sums[k] += digits_loss.detach() * len(idx)  # the history's loss: the digits' own
                 correct[k] += (logits.detach().argmax(1) == y).sum()
             seen += len(idx)
             progress(step + 1)

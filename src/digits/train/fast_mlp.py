@@ -45,6 +45,7 @@ RULE_ARGS = {"rmsprop": {"rho", "eps"}, "adam": {"betas", "eps"}, "sgd": {"momen
 CLAIMS: Claims = {"optimizer": lambda v, c: v in STATE, "precision": lambda v, c: v in ("fp32", "bf16"),
                   "optimizer_args": lambda v, c: set(v) <= RULE_ARGS.get(c.optimizer, set()),
                   "weight_decay": lambda v, c: v == 0, "label_smoothing": lambda v, c: v == 0,
+                  "outlier_exposure": lambda v, c: v == 0,
                   "augment": lambda v, c: not v, "compile": lambda v, c: not v, "channels_last": lambda v, c: not v,
                   "cuda_graphs": lambda v, c: not v}
 

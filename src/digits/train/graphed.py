@@ -48,7 +48,8 @@ class GraphedEngine:
 
     @staticmethod
     def supports(models: Sequence[nn.Module], config: TrainConfig, device: torch.device) -> bool:
-        return device.type == "cuda" and config.cuda_graphs and len(models) == 1
+        # Outlier exposure draws its pictures on the host every step: the general engine's.
+        return device.type == "cuda" and config.cuda_graphs and len(models) == 1 and not config.outlier_exposure
 
     def __init__(self, models: Sequence[nn.Module], data: TensorSet, config: TrainConfig,
                  capture: bool = True) -> None:
