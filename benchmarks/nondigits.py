@@ -19,17 +19,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from digits.data.outliers import FIT_FONTS  # outlier exposure's fonts: never tested on
 from digits.serve.preprocess import prepare_digit
 
 CANVAS = 280                          # the page's canvas
 LINE_WIDTH = 18                       # the page's pen
-FIT_FONTS = "Liberation"              # the not-a-digit network's fonts: never tested on
 FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts")
 KINDS = ("letters", "scribbles", "noise", "blank")
 
 
 def test_fonts() -> list[str]:
-    """Every TrueType/OpenType font Debian ships here except the network's own (Liberation)."""
+    """Every TrueType/OpenType font Debian ships here except outlier exposure's (Liberation)."""
     found = []
     for folder in FONT_FOLDERS:
         found += glob.glob(f"{folder}/**/*.ttf", recursive=True) + glob.glob(f"{folder}/**/*.otf", recursive=True)

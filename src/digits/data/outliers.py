@@ -2,8 +2,9 @@
 taught to be unsure on a set of outliers is unsure on other outliers too).
 
 Letters rendered from the Liberation fonts, and pen scribbles (wandering curved strokes), put
-into MNIST's form by the same normalisation the app's pictures go through. Only Liberation: ``benchmarks/nondigits.py`` tests on every other
-font the machine has, and never on these. Letters drawn as digits are (O o for 0, I l for 1,
+into MNIST's form by the same normalisation the app's pictures go through. Only Liberation:
+``benchmarks/nondigits.py`` tests on every other font the machine has, and never on these; its
+scribbles are straight lines, these never are. Letters shaped as digits (O o for 0, I l for 1,
 S s for 5, Z z for 2) are left out: a model taught to doubt them would doubt those digits too.
 """
 
@@ -32,8 +33,8 @@ CANVAS = 112  # a fifth of the work of the page's 280 pixels, and the same once 
 
 def fit_fonts() -> list[str]:
     """The Liberation fonts on this machine, or a DigitsError saying how to get them."""
-    found = sorted({f for folder in FONT_FOLDERS for pattern in ("*.ttf", "*.otf")
-                    for f in glob.glob(f"{folder}/**/{FIT_FONTS}*{pattern[1:]}", recursive=True)})
+    found = sorted({f for folder in FONT_FOLDERS for kind in ("ttf", "otf")
+                    for f in glob.glob(f"{folder}/**/{FIT_FONTS}*.{kind}", recursive=True)})
     if not found:
         raise DigitsError(f"outlier exposure renders letters from the {FIT_FONTS} fonts, and none is in "
                           f"{', '.join(FONT_FOLDERS[:2])}; install them (Debian/Ubuntu: apt install fonts-liberation)")
