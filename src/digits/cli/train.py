@@ -54,8 +54,9 @@ def add_commands(sub: Any) -> None:
                        help="input normalisation, recorded in the run and applied by every reader of it (mnist: "
                             "background, contrast, ink box fitted to 20x20, centred by mass; default none)")
     train.add_argument("--outlier-exposure", type=non_negative_float, metavar="W",
-                       help="weight of outlier exposure: a quarter batch of letters (Liberation fonts) per step, "
-                            "pulled toward no answer, so that what is no digit is read as unsure (default 0: off)")
+                       help="weight of outlier exposure: a quarter batch of letters (Liberation fonts) and pen "
+                            "scribbles per step, pulled toward no answer, so that what is no digit is read as "
+                            "not a digit (default 0: off)")
     train.add_argument("--early-stopping", type=non_negative_int, metavar="PATIENCE",
                        help="stop after PATIENCE epochs without a better val_accuracy, keep the best weights")
     train.add_argument("--val-split", type=fraction, metavar="F",

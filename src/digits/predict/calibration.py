@@ -39,11 +39,12 @@ class Calibration:
     """How a run's probabilities are calibrated and when its answers are unsure.
 
     ``temperature`` divides the log-probabilities; ``unsure_below``: a calibrated top
-    probability under it marks the answer unsure; ``no_digit_below``: when the two most
-    probable digits hold less than it between them, no digit is a fair reading (an ambiguous
-    digit is two digits' worth; what outlier exposure taught to doubt spreads over many); ``source`` says where these came from
+    probability under it marks the answer unsure; ``source`` says where these came from
     ("validation", "default" for a run without calibration.json); ``measured`` holds what the
-    fit measured on its rows (rows, ECE and NLL before and after, the share flagged).
+    fit measured on its rows (rows, ECE and NLL before and after, the share flagged);
+    ``no_digit_below`` (a run trained with outlier exposure; else None): when the two most
+    probable digits hold less than it between them, no digit is a fair reading (an ambiguous
+    digit is two digits' worth; what outlier exposure taught to doubt spreads over many).
     """
 
     temperature: float = 1.0
@@ -186,6 +187,7 @@ def _threshold(values: np.ndarray, rate: float) -> float:
 def fit_calibration(proba: np.ndarray, labels: np.ndarray, source: str = "validation",
                     rate: float = FLAG_RATE, no_digit: bool = False) -> Calibration:
     """Fit a temperature and the unsure threshold on held-out ``proba`` (N, 10) and their ``labels``.
+
     The threshold flags about ``rate`` of the rows as unsure; with ``no_digit`` (a model trained
     with outlier exposure), ``no_digit_below`` too, under the two likeliest digits' mass of
     ``NO_DIGIT_RATE`` of the rows. DataError when there are too few rows to fit on."""
@@ -200,9 +202,11 @@ def fit_calibration(proba: np.ndarray, labels: np.ndarray, source: str = "valida
                 "nll_before": _round(nll(proba, labels)), "nll": _round(nll(calibrated, labels))}
     threshold = unsure_threshold(calibrated, rate)
     measured["unsure_rate"] = _round(float(np.mean(calibrated.max(1) < threshold)))
-    below = _threshold(top_two(calibrated), NO_DIGIT_RATE) if no_digit else None
-    if below is not None:
-        measured["no_digit_rate"] = _round(float(np.mean(top_two(calibrated) < below)))
+    below = None
+    if no_digit:
+        two = top_two(calibrated)
+        below = _threshold(two, NO_DIGIT_RATE)
+        measured["no_digit_rate"] = _round(float(np.mean(two < below)))
     return Calibration(temperature, threshold, source, measured, below)
 
 

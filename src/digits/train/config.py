@@ -33,7 +33,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: dict[str, float] = field(default_factory=dict)  # AUGMENTATIONS; digits.train.augment
     normalise: str = "none"       # none | mnist: inputs put into MNIST's form (digits.data.normalise)
-    outlier_exposure: float = 0.0  # weight of the loss that teaches doubt on letters (digits.data.outliers); 0 = off
+    outlier_exposure: float = 0.0  # weight of the loss teaching doubt on letters and scribbles (digits.data.outliers)
     early_stopping: int = 0       # patience in epochs; 0 = off
     monitor: str = "val_accuracy"  # metric for early stopping, plateau and best weights
     restore_best: bool = True     # with early stopping: end with the best epoch's weights

@@ -297,8 +297,8 @@ class FusedMlpEngine:
         """Every model's (mean cross-entropy, accuracy) on held-out ``data``, as ``evaluate`` gives
         each, in one pass through the stack.
 
-        Why not model by model: for the grid's stacks that was a third of the time of a fit, each
-        model scaling every row again and running its own narrow matmul. Here the rows are scaled
+        Why not model by model: the grid's fits spent much of their time there (benchmarks/RESULTS.md),
+        each model scaling every row again and running its own narrow matmul. Here the rows are scaled
         once per fit and each layer is one wide matmul. The first layer is read from the models
         whole (all 784 pixels: a held-out row may have ink where no training row has)."""
         if self._held_out is None or self._held_out[0] is not data:
