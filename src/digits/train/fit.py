@@ -4,9 +4,8 @@
 early stopping, resume) and hands the optimizer steps of each epoch, and the scoring of the
 held-out rows after it, to a step engine (``digits.train.engines``): the first of ``ENGINES``
 that says it handles the models and the settings. ``fit`` returns a History; printing is left
-to callbacks. Optional per-epoch
-checkpoints let ``fit(..., resume=True)`` continue a killed run to the same weights, bit for
-bit on CPU.
+to callbacks. Optional per-epoch checkpoints let ``fit(..., resume=True)`` continue a killed run
+to the same weights, bit for bit on CPU.
 """
 
 from __future__ import annotations
