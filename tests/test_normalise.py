@@ -76,6 +76,19 @@ def test_noise_pixels_and_a_dotted_line_do_not_stretch_the_box(digits28):
         assert np.median(_correlation(normalise(noisy), clean)) > 0.95
 
 
+@pytest.mark.parametrize("change", ["brightened", "dimmed on grey"])
+def test_ink_normalisation_takes_away_light_and_paper_and_moves_nothing(digits28, change):
+    changed = {"brightened": lambda x: np.clip(x.astype(int) + 110, 0, 255).astype(np.uint8),
+               "dimmed on grey": lambda x: (x * 0.4 + 80).astype(np.uint8)}[change](digits28)
+    inked = normalise(changed, "ink")
+    assert np.median(_correlation(inked, digits28)) > 0.95
+    assert np.abs(inked.astype(int) - digits28).mean() < np.abs(changed.astype(int) - digits28).mean() / 4
+    # A shifted digit stays where it was put; a clean one stays as it was.
+    moved = _shifted(digits28, 3, -4)
+    assert np.median(_correlation(normalise(moved, "ink"), moved)) > 0.99
+    assert (np.abs(normalise(digits28, "ink").astype(int) - digits28).max(axis=(1, 2)) <= 2).mean() >= 0.95
+
+
 def test_blank_rows_are_kept_as_they_are_and_not_found():
     blank = np.zeros((2, 28, 28), np.uint8)
     blank[1] = 30  # an even grey field: no ink
@@ -95,7 +108,7 @@ def test_an_unknown_normalisation_is_a_one_line_error():
     with pytest.raises(DigitsError) as caught:
         TrainConfig.from_dict({"normalise": "mnsit"}, "preset.toml: [train]")
     assert "\n" not in str(caught.value)
-    assert "normalise must be one of none, mnist, got 'mnsit'" in str(caught.value)
+    assert "normalise must be one of none, mnist, ink, got 'mnsit'" in str(caught.value)
     with pytest.raises(DigitsError, match="unknown augmentation strok; known: rotation"):
         TrainConfig(augment={"strok": 0.5})
 

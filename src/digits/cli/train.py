@@ -52,7 +52,8 @@ def add_commands(sub: Any) -> None:
                             "erase=0.3 (on the device, per batch; see digits.train.augment)")
     train.add_argument("--normalise", choices=NORMALISATIONS,
                        help="input normalisation, recorded in the run and applied by every reader of it (mnist: "
-                            "background, contrast, ink box fitted to 20x20, centred by mass; default none)")
+                            "background, contrast, ink box fitted to 20x20, centred by mass; ink: background and "
+                            "contrast only, the digit left where it is; default none)")
     train.add_argument("--outlier-exposure", type=non_negative_float, metavar="W",
                        help="weight of outlier exposure: a quarter batch of letters (Liberation fonts) and pen "
                             "scribbles per step, pulled toward no answer, so that what is no digit is read as "

@@ -32,7 +32,7 @@ class TrainConfig:
     schedule_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"gamma": 0.95}
     label_smoothing: float = 0.0
     augment: dict[str, float] = field(default_factory=dict)  # AUGMENTATIONS; digits.train.augment
-    normalise: str = "none"       # none | mnist: inputs put into MNIST's form (digits.data.normalise)
+    normalise: str = "none"       # none, mnist (MNIST's form), ink (background and contrast only)
     outlier_exposure: float = 0.0  # weight of the loss teaching doubt on letters and scribbles (digits.data.outliers)
     early_stopping: int = 0       # patience in epochs; 0 = off
     monitor: str = "val_accuracy"  # metric for early stopping, plateau and best weights
