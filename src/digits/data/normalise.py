@@ -1,5 +1,6 @@
 """One input normalisation for every path: any grayscale picture of one digit, light ink on a
-dark background, put into MNIST's canonical form.
+dark background, put into MNIST's canonical form (or, with ``"ink"``, only its light and
+contrast taken away: :func:`ink_only`).
 
 MNIST's digits were made this way (LeCun et al.): the ink's bounding box scaled to fit 20x20
 keeping the aspect ratio, anti-aliased, then placed in a 28x28 field so that the centre of mass
@@ -18,6 +19,7 @@ torch, no scipy, so the ONNX server can run it. Whole batches at once (70,000 ro
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -89,12 +91,19 @@ def mnist_form(pictures: np.ndarray) -> Normalised:
     """A batch of grayscale pictures (N, H, W), light ink on a dark background, values 0-255,
     in MNIST's form: background, noise floor and contrast taken away, the robust ink box scaled
     to fit 20x20 (aspect kept, anti-aliased), centred by mass in a 28x28 field."""
+    return _in_chunks(pictures, _mnist_form, (SIZE, SIZE))
+
+
+def _in_chunks(pictures: np.ndarray, form: Callable[[np.ndarray], Normalised],
+               side: tuple[int, ...] | None) -> Normalised:
+    """``form`` applied CHUNK pictures at a time (bounded memory); ``side``: the shape of its
+    output pictures, None for the input's."""
     pictures = np.asarray(pictures, np.float32)
     if pictures.ndim != 3 or min(pictures.shape[1:], default=0) < 1:
         raise DataError(f"expected grayscale pictures (N, H, W), got shape {pictures.shape}")
-    parts = [_mnist_form(pictures[start:start + CHUNK]) for start in range(0, len(pictures), CHUNK)]
+    parts = [form(pictures[start:start + CHUNK]) for start in range(0, len(pictures), CHUNK)]
     if not parts:
-        return Normalised(np.zeros((0, SIZE, SIZE), np.uint8), np.zeros(0, bool))
+        return Normalised(np.zeros((0,) + (side or pictures.shape[1:]), np.uint8), np.zeros(0, bool))
     return Normalised(np.concatenate([p.images for p in parts]), np.concatenate([p.found for p in parts]))
 
 
@@ -123,15 +132,12 @@ def ink_only(pictures: np.ndarray) -> Normalised:
     drawn through it) widen the box and shrink the digit, where a model trained to read digits
     at any position and size (geometric augmentation) is not misled; the light, the paper and
     the contrast are what augmentation covers worst."""
-    pictures = np.asarray(pictures, np.float32)
-    if pictures.ndim != 3 or min(pictures.shape[1:], default=0) < 1:
-        raise DataError(f"expected grayscale pictures (N, H, W), got shape {pictures.shape}")
-    parts = [ink_of(pictures[start:start + CHUNK]) for start in range(0, len(pictures), CHUNK)]
-    if not parts:
-        return Normalised(np.zeros((0,) + pictures.shape[1:], np.uint8), np.zeros(0, bool))
-    ink, contrast = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    images = np.where(contrast[:, None, None], np.rint(ink), 0).astype(np.uint8)
-    return Normalised(images, contrast)
+    return _in_chunks(pictures, _ink_only, None)
+
+
+def _ink_only(x: np.ndarray) -> Normalised:
+    ink, contrast = ink_of(x)
+    return Normalised(np.where(contrast[:, None, None], np.rint(ink), 0).astype(np.uint8), contrast)
 
 
 # --- what is ink -----------------------------------------------------------------------------
