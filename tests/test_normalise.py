@@ -46,6 +46,12 @@ def _shrunk(images: np.ndarray, factor: int = 2) -> np.ndarray:
     return np.rint(out).astype(np.uint8)
 
 
+CHANGES = {"shifted": lambda x: _shifted(x, 3, -4),
+           "shrunk": _shrunk,
+           "brightened": lambda x: np.clip(x.astype(int) + 110, 0, 255).astype(np.uint8),
+           "dimmed on grey": lambda x: (x * 0.4 + 80).astype(np.uint8)}
+
+
 def test_clean_mnist_rows_barely_change(digits28):
     normalised = normalise(digits28)
     assert normalised.dtype == np.uint8 and normalised.shape == digits28.shape
@@ -56,10 +62,7 @@ def test_clean_mnist_rows_barely_change(digits28):
 @pytest.mark.parametrize("change", ["shifted", "shrunk", "brightened", "dimmed on grey"])
 def test_a_changed_digit_normalises_to_nearly_the_clean_one(digits28, change):
     clean = normalise(digits28)
-    changed = {"shifted": lambda x: _shifted(x, 3, -4),
-               "shrunk": _shrunk,
-               "brightened": lambda x: np.clip(x.astype(int) + 110, 0, 255).astype(np.uint8),
-               "dimmed on grey": lambda x: (x * 0.4 + 80).astype(np.uint8)}[change](digits28)
+    changed = CHANGES[change](digits28)
     normalised = normalise(changed)
     assert np.median(_correlation(normalised, clean)) > 0.85  # a digit shrunk to half its size lost detail
     # Nearer to the clean digit, pixel for pixel, than the changed one was.
@@ -78,8 +81,7 @@ def test_noise_pixels_and_a_dotted_line_do_not_stretch_the_box(digits28):
 
 @pytest.mark.parametrize("change", ["brightened", "dimmed on grey"])
 def test_ink_normalisation_takes_away_light_and_paper_and_moves_nothing(digits28, change):
-    changed = {"brightened": lambda x: np.clip(x.astype(int) + 110, 0, 255).astype(np.uint8),
-               "dimmed on grey": lambda x: (x * 0.4 + 80).astype(np.uint8)}[change](digits28)
+    changed = CHANGES[change](digits28)
     inked = normalise(changed, "ink")
     assert np.median(_correlation(inked, digits28)) > 0.95
     assert np.abs(inked.astype(int) - digits28).mean() < np.abs(changed.astype(int) - digits28).mean() / 4
