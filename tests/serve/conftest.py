@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +27,13 @@ def fixture_test() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, fixture_train: DigitSet) -> Path:
-    """A real run directory: an MLP trained on the 2,000 fixture digits with outlier exposure
-    (a few seconds, once the outlier pictures are cached), and calibrated on its 200 validation
-    rows, as every run ``digits.run_training`` makes."""
-    import torch
-
-    import digits
-
-    path = tmp_path_factory.mktemp("run")
-    config = digits.TrainConfig(model="mlp", model_args={"hidden": [256]}, epochs=20, batch_size=32,
-                                optimizer="adam", lr=1e-3, val_split=0.1, seed=0, device="cpu",
-                                outlier_exposure=0.5)  # as a robust preset trains: letters and scribbles doubted
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # this small model trains 5-10x faster on one thread on a busy machine
-    try:
-        digits.run_training(config, fixture_train, path)
-    finally:
-        torch.set_num_threads(threads)
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run directory: an MLP trained with outlier exposure on the 2,000 fixture digits and
+    calibrated on its 200 validation rows, as ``tests/fixtures/make_serve_run.py`` made it. A copy,
+    so that tests may add to it (an ONNX export); committed, so that every CPU reads the same
+    weights (that script says why)."""
+    path = tmp_path_factory.mktemp("run") / "serve-run"
+    shutil.copytree(FIXTURES / "serve-run", path)
     return path
 
 
