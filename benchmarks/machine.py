@@ -4,8 +4,9 @@ held to AVX2.
 Every figure is labelled with ``describe()``: the device's facts from ``digits.hardware`` (CPU
 model, ISA level, whether it computes bf16 natively, cores), versions, threads and load. On a
 CPU with native bf16 (AMX, AVX512-BF16), ``--isa both`` (the default) runs the benchmark a
-second time in a child process with ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``, the
-emulation of the AVX2-only CPUs most users have: figures for both levels from one command.
+second time in a child process with ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+MKL_ENABLE_INSTRUCTIONS=AVX2``, the emulation of the AVX2-only CPUs most users have: figures for
+both levels from one command.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import torch
 
 from digits.hardware import hardware
 
-# Set before torch starts in the child: ATen picks its kernels at load, oneDNN at first use.
-AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+# Set before torch starts in the child: ATen picks its kernels at load, oneDNN at first use. MKL
+# too: it runs torch's fp32 matmuls (every Linear layer, the MLPs' whole work) and would go on using
+# AVX-512 under the other two.
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def describe(device: str = "cpu") -> str:

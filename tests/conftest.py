@@ -25,6 +25,26 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return cache
 
 
+@pytest.fixture(scope="session")
+def _outlier_pictures_drawn_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("outlier-pictures")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIGITS_CACHE", str(folder))
+        from digits.data.outliers import outlier_pictures
+
+        outlier_pictures(seed=0)
+    return folder
+
+
+@pytest.fixture
+def outlier_pictures_cached(isolated_cache: Path, _outlier_pictures_drawn_once: Path) -> Path:
+    """The test's cache already holds outlier exposure's pictures for seed 0, as after a first run
+    with it: drawing them takes 5-10 s, once a session instead of once a test."""
+    for made in _outlier_pictures_drawn_once.glob("outliers-*.npy"):
+        shutil.copy(made, isolated_cache / made.name)
+    return isolated_cache
+
+
 @pytest.fixture
 def kaggle_dir(tmp_path: Path) -> Path:
     """A Kaggle-format folder of real digits: train.csv (2,000), test.csv (500), solution.csv."""

@@ -184,7 +184,7 @@ def test_a_bad_device_table_is_refused_when_the_preset_loads(tmp_path, text, mes
 
 
 @pytest.mark.parametrize("name", list_presets())
-def test_every_preset_runs_on_cpu_for_a_few_batches(tmp_path, digits_800, name):
+def test_every_preset_runs_on_cpu_for_a_few_batches(tmp_path, digits_800, name, outlier_pictures_cached):
     # The GPU presets too: what runs here is what a GPU runs, but for the [cuda] table.
     preset = load_preset(name)
     config = preset.config_for("cpu").replace(epochs=1, device="cpu")

@@ -56,7 +56,7 @@ def _letters_in(font_file: str) -> np.ndarray:
     return mnist_form(np.stack(canvases)).images
 
 
-def test_a_model_trained_with_outlier_exposure_doubts_letters_of_fonts_it_never_saw():
+def test_a_model_trained_with_outlier_exposure_doubts_letters_of_fonts_it_never_saw(outlier_pictures_cached):
     train, val = load_kaggle_csv(FIXTURES / "train.csv").split_last(0.1)
     unseen = _letters_in(ImageFont.truetype("DejaVuSans.ttf", 10).path)
     config = TrainConfig(model="mlp", model_args={"hidden": [128]}, epochs=8, batch_size=32, optimizer="adam",

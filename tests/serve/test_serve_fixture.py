@@ -32,7 +32,8 @@ def test_the_committed_run_was_trained_with_the_scripts_settings(run_dir):
     assert recorded["precision"] == "fp32"  # a plain MLP on a CPU, whatever the CPU
 
 
-def test_the_script_still_makes_a_run_of_the_same_kind_and_skill(tmp_path, run_dir, fixture_test):
+def test_the_script_still_makes_a_run_of_the_same_kind_and_skill(tmp_path, run_dir, fixture_test,
+                                                                   outlier_pictures_cached):
     fresh = tmp_path / "fresh"
     _script().make(fresh)  # a few seconds on one thread
     assert sorted(p.name for p in fresh.iterdir()) == sorted(p.name for p in run_dir.iterdir() if p.suffix != ".onnx")
