@@ -14,8 +14,9 @@ from helpers import FIXTURES, with_stderr_on_a_terminal
 from sklearn.model_selection import StratifiedKFold
 
 from digits.data.kaggle import load_kaggle_csv
+from digits.hardware import describe_cpu
 from digits.presets import load_preset
-from digits.tune.grid import GridSpec, best_cell, run_grid, stratified_folds
+from digits.tune.grid import GridSpec, best_cell, get_grid, run_grid, stratified_folds
 
 
 def test_folds_are_scikit_learns_stratified_folds_as_grid_search_cv_uses() -> None:
@@ -25,6 +26,16 @@ def test_folds_are_scikit_learns_stratified_folds_as_grid_search_cv_uses() -> No
     for (a, b), (c, d) in zip(ours, theirs):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
+
+
+def test_the_tutorial_grid_takes_batches_of_64_where_bf16_is_native_and_128_where_it_is_not() -> None:
+    avx2 = {"sse4_2", "avx", "avx2", "fma"}
+    amx = describe_cpu("Intel Xeon Platinum 8481C", avx2 | {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, 2)
+    zen3 = describe_cpu("AMD EPYC 7B13", avx2, 2)
+    grid = get_grid("tutorial")
+    assert (grid.on(amx).batch_size, grid.on(zen3).batch_size) == (64, 128)
+    assert grid.on(zen3).config(0.001, seed=0, hidden=512).batch_size == 128  # the refit and its preset too
+    assert get_grid("quick").on(zen3) == get_grid("quick")  # a grid that states no batch of its own
 
 
 def test_each_cell_scores_every_fold_and_reports_mean_and_population_std() -> None:

@@ -90,7 +90,7 @@ def test_a_killed_workers_trial_is_marked_failed_and_retried_with_the_same_param
     # MLP path, which would finish 60 epochs of 1,600 rows in well under a second. Long enough to be
     # caught running, short enough that the retry (the same trial again) does not dominate the suite.
     space = tmp_path / "slow.toml"
-    space.write_text('[fixed]\nmodel = "mlp"\nmodel_args = { hidden = [32], dropout = 0.1 }\nepochs = 200\n'
+    space.write_text('[fixed]\nmodel = "mlp"\nmodel_args = { hidden = [32], dropout = 0.1 }\nepochs = 80\n'
                      'val_split = 0.2\n[params]\nlr = { type = "float", low = 0.001, high = 0.002 }\n')
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     args = [sys.executable, "-m", "digits.cli", "tune", "--space", str(space), "--trials", "1", "--storage", storage,

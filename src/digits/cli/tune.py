@@ -79,12 +79,13 @@ def _study_dir(args: argparse.Namespace, study: str, created: list[Path], fresh:
 def _run_grid(args: argparse.Namespace, created: list[Path]) -> int:
     from digits.console import console
     from digits.data.kaggle import load_kaggle_csv
+    from digits.hardware import hardware
     from digits.tune.grid import get_grid, resolve_precision
     from digits.tune.grid_study import GridBar, run_grid_study
     from digits.tune.storage import sqlite_url
 
     started = time.perf_counter()
-    spec = dataclasses.replace(get_grid(args.grid), precision=args.precision)
+    spec = dataclasses.replace(get_grid(args.grid), precision=args.precision).on(hardware("cpu"))
     train_csv = data_path(args, "train")
     data = load_kaggle_csv(train_csv, kind="train")
     test_csv = train_csv.parent / "test.csv"

@@ -1,6 +1,6 @@
 """The tutorial notebook's grid search, reproduced: hidden units x RMSprop learning rate,
 3-fold stratified cross-validation (scikit-learn's ``GridSearchCV(cv=3)`` folds), 15
-epochs of batch 64, then a refit of the best cell on all rows.
+epochs of batch 64 (128 on CPUs without native bf16), then a refit of the best cell on all rows.
 
 Every fit goes through the training loop (``digits.train.fit``): the widths of each (fold, learning
 rate) side by side, which the fused MLP engine trains as one wide network, on one core each; every
@@ -9,6 +9,7 @@ fit keeps its per-epoch history (training loss and accuracy, and the held-out fo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import torch
 
 from digits.data.dataset import DigitSet
 from digits.errors import DigitsError, did_you_mean
-from digits.hardware import choose_precision, hardware, use_threads
+from digits.hardware import Hardware, choose_precision, hardware, use_threads
 from digits.models.registry import create_model
 from digits.train.callbacks import StepCounter
 from digits.train.config import TrainConfig
@@ -49,10 +50,20 @@ class GridSpec:
     epochs: int = 15
     batch_size: int = 64  # examples per RMSprop step
     precision: str = "auto"  # first-layer matmuls: fp32, bf16, or auto (bf16 where the CPU has AMX)
+    # Where the CPU has no native bf16 (AVX2): the first layer computes in fp32 there, and every
+    # step's update streams all of its weights and their RMSprop state through memory, so fewer,
+    # larger batches pay (benchmarks/RESULTS.md). None: the same batch on every CPU.
+    emulated_bf16_batch_size: int | None = None
 
     @property
     def fits(self) -> int:
         return len(self.hidden) * len(self.lrs) * self.folds
+
+    def on(self, hw: Hardware) -> GridSpec:
+        """The grid as it trains on the CPU ``hw``: its own batch there, where it states one."""
+        if hw.bf16_class == "emulated-bf16" and self.emulated_bf16_batch_size:
+            return dataclasses.replace(self, batch_size=self.emulated_bf16_batch_size)
+        return self
 
     def config(self, lr: float, seed: int, hidden: int | None = None, on_cpu: bool = False) -> TrainConfig:
         """The training settings of one fit (the refit's, with ``hidden``, as its preset gives them);
@@ -72,7 +83,7 @@ def resolve_precision(precision: str) -> str:
 
 # The notebook: 5 x 3 cells, cv=3, 45 fits in 16.9 minutes, best 256 units at lr 0.002.
 GRIDS = {
-    "tutorial": GridSpec("tutorial", (32, 64, 128, 256, 512), (0.001, 0.002, 0.003)),
+    "tutorial": GridSpec("tutorial", (32, 64, 128, 256, 512), (0.001, 0.002, 0.003), emulated_bf16_batch_size=128),
     "quick": GridSpec("quick", (32, 128), (0.001, 0.003), folds=2, epochs=2),
 }
 
