@@ -37,7 +37,7 @@ def _checkpoint_epoch(run: Path) -> int:
 def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")  # same thread count in every process: same arithmetic
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    assert _digits(*ARGS, "--out", str(reference), env=env).wait(timeout=300) == 0
+    uninterrupted = _digits(*ARGS, "--out", str(reference), env=env)  # beside the other, on a core of its own
 
     proc = _digits(*ARGS, "--out", str(killed), env=env)
     deadline = time.monotonic() + 300
@@ -50,6 +50,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path):
     resumed = _digits("train", "--resume", str(killed), env=env)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
+    assert uninterrupted.wait(timeout=300) == 0
 
     expected, got = load_file(str(reference / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert expected.keys() == got.keys()
