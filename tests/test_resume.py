@@ -104,3 +104,34 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tmp_
     assert result.code == 0 and "starting again (no checkpoint yet)" in result.out
     assert (run / "model.json").is_file() and (run / "metrics.json").is_file()
     assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("settings", [
+    # GradScaler's scale, halved by an overflow of the small batches (gradients 65,536 times the loss's)
+    {"precision": "fp16", "batch_size": 2},
+    {"outlier_exposure": 0.5},  # where the draws of letters and scribbles have got to
+], ids=["fp16-loss-scale", "outlier-draws"])
+def test_a_resumed_run_goes_on_with_the_engines_own_state_as_the_uninterrupted_run(tmp_path, settings,
+                                                                                     outlier_pictures_cached):
+    from digits.data.kaggle import load_kaggle_csv
+    from digits.train.callbacks import Callback
+    from digits.train.config import TrainConfig
+    from digits.train.run import train_run
+
+    class StopAtEpoch3(Callback):  # as Ctrl-C would, after epoch 2's checkpoint
+        def on_epoch_begin(self, epoch):
+            if epoch == 3:
+                raise KeyboardInterrupt
+
+    data = load_kaggle_csv(FIXTURES / "train.csv").subset(slice(0, 100))
+    config = TrainConfig(model="mlp", model_args={"hidden": [32], "dropout": 0.1}, epochs=4, optimizer="adam",
+                         val_split=0.0, seed=0, device="cpu", **({"batch_size": 25} | settings))
+    train_run(config, data, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, data, tmp_path / "cut", [StopAtEpoch3()])
+    if "precision" in settings:  # the state worth keeping: the scale moved off its start
+        state = json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())
+        assert state["engine"]["scaler"]["scale"] < 2.0**16
+    train_run(config, data, tmp_path / "cut", resume=True)
+    whole, resumed = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("whole", "cut"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

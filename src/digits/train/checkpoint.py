@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from digits.atomic import write_text
 from digits.errors import RunError
-from digits.jsonfile import ListOf, Spec, read_json
+from digits.jsonfile import ListOf, Optional, Spec, read_json
 from digits.tensorfile import write_tensors
 from digits.weightsfile import check_weights_file
 
@@ -52,8 +52,11 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> 
 
 def save_checkpoint(folder: str | os.PathLike[str], epoch: int, *, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any, shuffle_rng: torch.Generator,
-                    best_state: dict[str, torch.Tensor] | None, extra: dict[str, Any]) -> Path:
-    """Write the complete training state after ``epoch``; return the state file."""
+                    best_state: dict[str, torch.Tensor] | None, extra: dict[str, Any],
+                    engine_state: dict[str, Any] | None = None) -> Path:
+    """Write the complete training state after ``epoch``; return the state file. ``engine_state``
+    is the step engine's own (its ``state_dict()``): tensors go with the others, the rest into
+    state.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     optim_tensors, optim_plain = _split_optimizer(optimizer.state_dict())
@@ -65,10 +68,16 @@ def save_checkpoint(folder: str | os.PathLike[str], epoch: int, *, model: torch.
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     for k, v in (best_state or {}).items():
         tensors[f"best.{k}"] = v
+    engine_plain = {}
+    for k, v in (engine_state or {}).items():
+        if isinstance(v, torch.Tensor):
+            tensors[f"engine.{k}"] = v
+        else:
+            engine_plain[k] = v
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     name = f"epoch-{epoch:04d}.safetensors"
     write_tensors(folder / name, tensors)
-    state = {"epoch": epoch, "tensors": name, "optimizer": optim_plain,
+    state = {"epoch": epoch, "tensors": name, "optimizer": optim_plain, "engine": engine_plain,
              "scheduler": scheduler.state_dict() if scheduler is not None else None, **extra}
     path = write_text(folder / STATE_FILE, json.dumps(state, default=_json_default) + "\n")
     for old in folder.glob("epoch-*.safetensors"):
@@ -80,14 +89,16 @@ def save_checkpoint(folder: str | os.PathLike[str], epoch: int, *, model: torch.
 # What state.json holds (see save_checkpoint); checked before any of it is used.
 STATE: dict[str, Spec] = {
     "epoch": int, "tensors": str, "optimizer": {"param_groups": ListOf(dict, at_least=1), "state": dict},
-    "scheduler": (dict, type(None)), "history": ListOf(dict), "stopped": bool,
+    "scheduler": (dict, type(None)), "engine": Optional(dict), "history": ListOf(dict), "stopped": bool,
     "tracker": {"best": (float, str), "best_epoch": int, "bad_epochs": int}}
 
 
 def load_checkpoint(folder: str | os.PathLike[str], *, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
                     shuffle_rng: torch.Generator) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
-    """Restore everything ``save_checkpoint`` wrote; return (state, best weights or None).
+    """Restore everything ``save_checkpoint`` wrote; return (state, best weights or None). The
+    engine's own state is ``state["engine"]``, for its ``load_state_dict`` (empty from a checkpoint
+    written before engines kept any).
 
     A damaged checkpoint (state.json of the wrong shape, a tensor file that is missing, the
     wrong size or for another model) is a RunError naming the file."""
@@ -119,6 +130,8 @@ def load_checkpoint(folder: str | os.PathLike[str], *, model: torch.nn.Module,
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    state["engine"] = {**(state.get("engine") or {}),
+                       **{k[7:]: v for k, v in tensors.items() if k.startswith("engine.")}}
     return state, best
 
 

@@ -79,7 +79,7 @@ def evaluate_each(models: Sequence[nn.Module], data: TensorSet, precision: str) 
 class AutogradEngine:
     """The general engine: forward, ``loss.backward()`` and ``optimizer.step()``."""
 
-    checkpoints = True  # the loop may save and resume its state
+    checkpoints = True  # the loop may save and resume its state, and the engine's own (state_dict)
 
     @staticmethod
     def supports(models: Sequence[nn.Module], config: TrainConfig, device: torch.device) -> bool:
@@ -95,6 +95,22 @@ class AutogradEngine:
         self.outliers = _outliers(data, config)
         self.outlier_draws = torch.Generator().manual_seed(config.seed + 1)
         self.batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for n in models for m in n.modules())
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this engine beside the model and its optimizer, so that a
+        resumed run goes on as the uninterrupted one would: where the outlier draws have got to
+        and, under fp16, the first model's loss scale (overflows halve it, clean steps grow it)."""
+        state: dict[str, Any] = {"outlier_draws": self.outlier_draws.get_state()}
+        if self.scalers[0] is not None:
+            state["scaler"] = self.scalers[0].state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` gave (a checkpoint from before it kept this: nothing)."""
+        if "outlier_draws" in state:
+            self.outlier_draws.set_state(state["outlier_draws"])
+        if "scaler" in state and self.scalers[0] is not None:
+            self.scalers[0].load_state_dict(state["scaler"])
 
     def run_epoch(self, order: torch.Tensor, rates: Rates, progress: Callable[[int], None]) -> Results:
         """One pass over the rows in ``order``; ``progress`` hears the steps done so far."""

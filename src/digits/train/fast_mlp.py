@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -248,6 +249,14 @@ class FusedMlpEngine:
         total = sum(p.numel() for ps in self.params for p in ps)
         self.threads = 1 if total < SMALL_MODEL else torch.get_num_threads()
         self._held_out: tuple[TensorSet, torch.Tensor] | None = None  # the rows evaluate saw last, scaled
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing beyond the models and their optimizers, which hold the weights and the update
+        rule's state between epochs: no loss scaling (fp32 and bf16 only), no outlier draws."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to take back (see :meth:`state_dict`)."""
 
     def _start(self) -> UpdateRule:
         """Copy the weights and optimizer state in (read every epoch: resuming replaces the state tensors)."""

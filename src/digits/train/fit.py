@@ -141,6 +141,7 @@ def fit_side_by_side(models: Sequence[nn.Module], train: DigitSet | TensorSet, c
     if resume and checkpoint_dir is not None:
         state, best = load_checkpoint(checkpoint_dir, model=models[0], optimizer=engine.optimizers[0],
                                       scheduler=rates, shuffle_rng=generator)
+        engine.load_state_dict(state["engine"])
         histories = [History([dict(r) for r in state["history"]])]
         tracker.load(state["tracker"], best)
         first_epoch, stopped = state["epoch"] + 1, state["stopped"]
@@ -169,7 +170,8 @@ def fit_side_by_side(models: Sequence[nn.Module], train: DigitSet | TensorSet, c
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, epoch, model=models[0], optimizer=engine.optimizers[0], scheduler=rates,
                             shuffle_rng=generator, best_state=tracker.state,
-                            extra={"history": histories[0].rows, "tracker": tracker.to_dict(), "stopped": stopped})
+                            extra={"history": histories[0].rows, "tracker": tracker.to_dict(), "stopped": stopped},
+                            engine_state=engine.state_dict())
     if keep_best and tracker.state is not None:
         models[0].load_state_dict(tracker.state)
     for cb in callbacks:
