@@ -126,6 +126,16 @@ def test_augmentation_changes_pixels_but_keeps_shape_dtype_and_range(digits28, s
     assert float((y[:, 0] - x.float()).abs().mean()) > 1.0
 
 
+def test_photometric_changes_reach_only_their_share_of_the_images(digits28):
+    x = torch.from_numpy(digits28[:200])
+    torch.manual_seed(0)
+    y = augment_batch(x, noise=0.2, blur=1.0, photometric=0.5)[:, 0]
+    untouched = (y == x.float()).all(dim=2).all(dim=1)
+    assert 0.35 < float(untouched.float().mean()) < 0.65  # the rest are seen as written
+    torch.manual_seed(0)
+    assert not (augment_batch(x, noise=0.2, blur=1.0)[:, 0] == x.float()).all(dim=2).all(dim=1).any()
+
+
 def test_training_with_normalisation_records_it_and_predict_applies_it(tmp_path):
     import digits
     from digits.predict.predictor import Predictor

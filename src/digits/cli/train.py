@@ -49,7 +49,8 @@ def add_commands(sub: Any) -> None:
     train.add_argument("--label-smoothing", type=fraction, metavar="F")
     train.add_argument("--augment", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                        help="rotation=10 zoom=0.1 shift=0.1 elastic=2 noise=0.1 blur=1 contrast=0.5 stroke=0.5 "
-                            "erase=0.3 (on the device, per batch; see digits.train.augment)")
+                            "erase=0.3 photometric=0.5 (the share of digits the photometric ones reach; on the "
+                            "device, per batch; see digits.train.augment)")
     train.add_argument("--normalise", choices=NORMALISATIONS,
                        help="input normalisation, recorded in the run and applied by every reader of it (mnist: "
                             "background, contrast, ink box fitted to 20x20, centred by mass; ink: background and "

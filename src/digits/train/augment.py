@@ -26,14 +26,22 @@ def augment_settings(strength: float) -> dict[str, float]:
 
 GEOMETRIC = ("rotation", "zoom", "shift", "elastic")
 PHOTOMETRIC = ("stroke", "blur", "contrast", "noise", "erase")
+CHANCE = "photometric"  # the share of images the photometric changes are drawn for at all (default 1)
 
 
 def augment_batch(pixels: torch.Tensor, **settings: float) -> torch.Tensor:
     """uint8 or float pixels (B, 28, 28) -> float (B, 1, 28, 28) with ``settings`` (a run's
     ``augment``) drawn for each image: the geometric ones (:func:`random_affine`), then the
-    photometric ones (:func:`random_photometric`)."""
+    photometric ones (:func:`random_photometric`), the latter for a ``photometric`` share of
+    the images only (default all): the rest are seen as written, so that the network still
+    learns clean digits as well as it would without them."""
     x = random_affine(pixels, **{k: v for k, v in settings.items() if k in GEOMETRIC})
-    return random_photometric(x, **{k: v for k, v in settings.items() if k in PHOTOMETRIC})
+    changed = random_photometric(x, **{k: v for k, v in settings.items() if k in PHOTOMETRIC})
+    chance = settings.get(CHANCE, 1.0)
+    if chance >= 1.0 or changed is x:
+        return changed
+    pick = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < chance
+    return torch.where(pick, changed, x)
 
 
 def random_photometric(x: torch.Tensor, stroke: float = 0.0, blur: float = 0.0, contrast: float = 0.0,

@@ -13,7 +13,7 @@ from digits.hardware import PRECISIONS
 
 # Every augmentation digits.train.augment draws, each by its strength (named here so a config is checked
 # without torch).
-AUGMENTATIONS = ("rotation", "zoom", "shift", "elastic", "noise", "blur", "contrast", "stroke", "erase")
+AUGMENTATIONS = ("rotation", "zoom", "shift", "elastic", "noise", "blur", "contrast", "stroke", "erase", "photometric")
 
 
 @dataclass(frozen=True)
