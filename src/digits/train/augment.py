@@ -40,6 +40,8 @@ def augment_batch(pixels: torch.Tensor, **settings: float) -> torch.Tensor:
     chance = settings.get(CHANCE, 1.0)
     if chance >= 1.0 or changed is x:
         return changed
+    # Drawn for every image and kept for the picked ones: the shapes stay the batch's, as a
+    # captured CUDA graph needs, and the photometric changes cost little beside the step.
     pick = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < chance
     return torch.where(pick, changed, x)
 
