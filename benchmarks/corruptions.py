@@ -22,6 +22,7 @@ nothing about the shifts users bring. Nothing under ``src/digits`` imports this 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -466,3 +467,14 @@ CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in (
     Corruption("zigzag", zigzag, None),
     Corruption("canny_edges", canny_edges, None),
 )}
+
+
+def set_rng(seed: int, name: str) -> np.random.Generator:
+    """A generator of its own for each test set: adding a set never changes another."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def corrupt_all(images: Images, seed: int = 0) -> dict[str, Images]:
+    """The 15 corruptions of ``images`` at MNIST-C's severities, each drawn as robustness.py draws
+    it for the same ``seed``: what calibration.py measures calibration and flagging under."""
+    return {name: corruption(images, set_rng(seed, name)) for name, corruption in CORRUPTIONS.items()}

@@ -29,7 +29,6 @@ import re
 import shlex
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # corruptions.py, optdigits.py, drawn.py, machine.py, peers/
 
-from corruptions import CORRUPTIONS  # noqa: E402
+from corruptions import CORRUPTIONS, set_rng  # noqa: E402
 from machine import describe  # noqa: E402
 
 from digits.atomic import output_kind, write_text  # noqa: E402
@@ -211,11 +210,6 @@ def never_seen(images: np.ndarray, readers: list[Reader]) -> np.ndarray:
     for reader in readers:
         seen |= np.isin(hashes, reader.fingerprint)
     return np.flatnonzero(~seen)
-
-
-def set_rng(seed: int, name: str) -> np.random.Generator:
-    """A generator of its own for each test set: adding a set never changes another."""
-    return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
 def build_sets(images: np.ndarray, labels: np.ndarray, seed: int, sweep: bool,

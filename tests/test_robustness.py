@@ -71,6 +71,18 @@ def test_there_are_mnist_c_s_fifteen_at_its_published_severities():
                          "spatter": 4, "dotted_line": None, "zigzag": None, "canny_edges": None}
 
 
+
+def test_the_calibration_benchmark_measures_under_the_same_fifteen_the_robustness_benchmark_draws(digits):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_calibration", BENCHMARKS / "calibration.py")
+    calibration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibration)
+    shifted = calibration.shifted_sets(digits)
+    assert list(shifted) == list(CORRUPTIONS)  # MNIST-C's, not the generic stand-ins
+    for name, corruption in CORRUPTIONS.items():  # as robustness.py draws each for seed 0
+        assert np.array_equal(shifted[name], corruption(digits, corruptions.set_rng(0, name)))
+
 @pytest.mark.parametrize("name", ONE_PARAMETER)
 def test_a_higher_severity_changes_the_digits_more(digits, name):
     corruption = CORRUPTIONS[name]
