@@ -134,6 +134,8 @@ def test_photometric_changes_reach_only_their_share_of_the_images(digits28):
     assert 0.35 < float(untouched.float().mean()) < 0.65  # the rest are seen as written
     torch.manual_seed(0)
     assert not (augment_batch(x, noise=0.2, blur=1.0)[:, 0] == x.float()).all(dim=2).all(dim=1).any()
+    with pytest.raises(DigitsError, match=r"augment photometric is the share .* expected a number in \[0, 1\], got 1.5"):
+        TrainConfig(augment={"noise": 0.2, "photometric": 1.5})
 
 
 def test_training_with_normalisation_records_it_and_predict_applies_it(tmp_path):

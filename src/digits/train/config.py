@@ -66,6 +66,10 @@ class TrainConfig:
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         if unknown:
             raise DigitsError(f"unknown augmentation {', '.join(unknown)}; known: {', '.join(AUGMENTATIONS)}")
+        share = self.augment.get("photometric", 1.0)
+        if not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
+            raise DigitsError(f"augment photometric is the share of digits the photometric changes reach: "
+                              f"expected a number in [0, 1], got {share!r}")
         if self.normalise not in NORMALISATIONS:
             raise DigitsError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {self.normalise!r}")
         if self.early_stopping and self.val_split == 0:
