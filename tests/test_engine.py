@@ -208,6 +208,31 @@ def test_every_preset_runs_on_cpu_for_a_few_batches(tmp_path, digits_800, name, 
     assert probs.shape == (10, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
+def test_gpu_best_on_the_cpu_trains_the_robust_reader_and_its_ensemble_answers_calibrated(
+        tmp_path, kaggle_dir, cli, outlier_pictures_cached):
+    # gpu-best's CPU smoke test: its recipe, two of its members for one epoch, through the command
+    # a GPU runs (what a GPU adds is the CUDA graphs: test_engines checks their steps on the CPU).
+    config = load_preset("gpu-best").config_for(H100)
+    assert (config.normalise, config.outlier_exposure, config.val_split) == ("mnist", 0.5, 0.05)
+    assert config.augment == load_preset("cpu-best").config_for(AMX_CPU).augment  # trained the way cpu-best is
+    run = tmp_path / "gpu-best"
+    trained = cli("train", "--preset", "gpu-best", "--data", kaggle_dir, "--device", "cpu", "--precision", "fp32",
+                  "--epochs", "1", "--ensemble", "2", "--workers", "1", "--out", run, "--no-report", "--quiet")
+    assert trained.code == 0, trained.err
+    # The last 5% of the 2,000 rows, held out by both members, fit each one's temperature, the
+    # average's, the unsure and the not-a-digit thresholds, and the rejector's distance.
+    predictor = Predictor.open(run)
+    assert predictor.tta and len(predictor.members) == 2 and predictor.rejector is not None
+    assert predictor.calibration.source == "validation" and predictor.calibration.measured["rows"] == 100
+    assert predictor.calibration.no_digit_below is not None
+    assert all(m.calibration.fitted for m in predictor.members)
+    probabilities = tmp_path / "proba.csv"
+    answered = cli("predict", run, "--data", kaggle_dir, "--probabilities", probabilities)
+    assert answered.code == 0, answered.err
+    rows = [line.split(",") for line in probabilities.read_text().splitlines()[1:]]
+    assert len(rows) == 500 and {r[-1] for r in rows} <= {"answered", "unsure", "not a digit"}
+
+
 def test_the_record_attempt_and_its_peer_are_the_kaggle_notebooks_ensemble():
     record, peer = load_preset("gpu-best"), load_preset("kaggle-record")
     assert record.members == peer.members == 15 and record.config.model == peer.config.model == "kaggle-cnn"

@@ -60,15 +60,36 @@ def evaluate(model: nn.Module, data: TensorSet, batch_size: int = 2048,
     return loss_sum / max(len(data), 1), correct / max(len(data), 1)
 
 
-def _outliers(data: TensorSet, config: TrainConfig) -> torch.Tensor | None:
-    """The pictures of outlier exposure as ``data`` holds its images (uint8 on its device), or None."""
+def outlier_bank(data: TensorSet, config: TrainConfig) -> torch.Tensor | None:
+    """The pictures of outlier exposure as ``data`` holds its images (uint8 on its device), or
+    None without it. Each step draws a quarter batch of them, from a generator seeded
+    ``config.seed + 1`` (:func:`outlier_draws`), and adds ``outlier_loss`` of their logits."""
     if not config.outlier_exposure:
         return None
     if tuple(data.x.shape[1:]) != (28, 28):
         raise DigitsError(f"outlier exposure needs 28x28 images, not rows shaped {tuple(data.x.shape[1:])}")
     from digits.data.outliers import outlier_pictures  # Pillow's fonts: only for the runs that ask
 
-    return torch.from_numpy(normalise(outlier_pictures(seed=config.seed), config.normalise)).to(data.x.device)
+    # One bank for every seed (the draws from it follow the seed): drawing a bank takes 5-20 s, and
+    # an ensemble's members would each draw their own, 15 of them on a fresh Kaggle or Colab machine.
+    return torch.from_numpy(normalise(outlier_pictures(), config.normalise)).to(data.x.device)
+
+
+def outlier_draws(config: TrainConfig) -> torch.Generator:
+    """The host generator that picks each step's outlier pictures: its own, so that the digits'
+    order and augmentation draw the same numbers with and without outlier exposure."""
+    return torch.Generator().manual_seed(config.seed + 1)
+
+
+def outlier_count(batch: int) -> int:
+    """How many outlier pictures go with a batch of ``batch`` digits: a quarter batch."""
+    return max(1, batch // 4)
+
+
+def outlier_loss(doubt: torch.Tensor) -> torch.Tensor:
+    """Outlier exposure's loss on the logits of the outlier pictures: cross-entropy against the
+    uniform distribution (Hendrycks et al. 2019), up to a constant."""
+    return (torch.logsumexp(doubt, 1) - doubt.mean(1)).mean()
 
 
 def evaluate_each(models: Sequence[nn.Module], data: TensorSet, precision: str) -> Results:
@@ -92,8 +113,8 @@ class AutogradEngine:
         self.forwards = [torch.compile(m) if config.compile else m for m in models]
         self.scalers = [grad_scaler(data.x.device, config.precision) for _ in models]  # fp16: loss scaling
         self.steps = math.ceil(len(data) / config.batch_size)
-        self.outliers = _outliers(data, config)
-        self.outlier_draws = torch.Generator().manual_seed(config.seed + 1)
+        self.outliers = outlier_bank(data, config)
+        self.outlier_draws = outlier_draws(config)
         self.batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for n in models for m in n.modules())
 
     def state_dict(self) -> dict[str, Any]:
@@ -127,7 +148,7 @@ class AutogradEngine:
                 continue  # batch norm cannot train on a single example
             x, y = data.x[idx], data.y[idx]
             if self.outliers is not None:  # a quarter batch of non-digits after the digits, augmented alike
-                drawn = torch.randint(len(self.outliers), (max(1, len(idx) // 4),), generator=self.outlier_draws)
+                drawn = torch.randint(len(self.outliers), (outlier_count(len(idx)),), generator=self.outlier_draws)
                 x = torch.cat([x, self.outliers[drawn.to(x.device)]])
             if config.augment:
                 x = augment_batch(x, **config.augment)
@@ -136,9 +157,8 @@ class AutogradEngine:
                 with autocast(data.x.device, config.precision):
                     logits = forward(x).float()
                 digits_loss = loss = F.cross_entropy(logits[:len(y)], y, label_smoothing=config.label_smoothing)
-                if self.outliers is not None:  # cross-entropy against the uniform distribution (Hendrycks et al.)
-                    doubt = logits[len(y):]
-                    loss = loss + config.outlier_exposure * (torch.logsumexp(doubt, 1) - doubt.mean(1)).mean()
+                if self.outliers is not None:
+                    loss = loss + config.outlier_exposure * outlier_loss(logits[len(y):])
                 logits = logits[:len(y)]
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:

@@ -5,9 +5,9 @@ A small CNN at batch 256 leaves an H100 idle most of the time: the CPU cannot la
 or SGD, accuracy counters, the learning rate of each step) is captured into one CUDA graph;
 an epoch is a handful of replays. What remains is the time of the kernels themselves, so
 each step launches as few as it can: a few copies before each replay stage the block's
-rows and learning rates into fixed buffers (no index arithmetic in the graph), and
-gradients are set to None after each step (the backward writes them instead of adding to
-zeros). With ``compile``, the forward pass and the loss are compiled as one function
+rows, learning rates and (outlier exposure) non-digit pictures into fixed buffers (no index
+arithmetic in the graph), and gradients are set to None after each step (the backward writes
+them instead of adding to zeros). With ``compile``, the forward pass and the loss are compiled as one function
 before capture, which fuses the loss's small operations too.
 
 The arithmetic is that of the general engine (the tests check it on the CPU, running the
@@ -31,7 +31,8 @@ from digits.errors import DigitsError
 from digits.precision import autocast
 from digits.train.augment import augment_batch
 from digits.train.config import TrainConfig
-from digits.train.engines import EngineUnavailable, Results, evaluate_each
+from digits.train.engines import (EngineUnavailable, Results, evaluate_each, outlier_bank, outlier_count,
+                                  outlier_draws, outlier_loss)
 from digits.train.schedule import Rates, cycles_momentum
 
 GRAPH_STEPS = 16  # optimizer steps recorded per graph; an epoch replays it steps // 16 times
@@ -48,8 +49,7 @@ class GraphedEngine:
 
     @staticmethod
     def supports(models: Sequence[nn.Module], config: TrainConfig, device: torch.device) -> bool:
-        # Outlier exposure draws its pictures on the host every step: the general engine's.
-        return device.type == "cuda" and config.cuda_graphs and len(models) == 1 and not config.outlier_exposure
+        return device.type == "cuda" and config.cuda_graphs and len(models) == 1
 
     def __init__(self, models: Sequence[nn.Module], data: TensorSet, config: TrainConfig,
                  capture: bool = True) -> None:
@@ -78,6 +78,13 @@ class GraphedEngine:
         # Step i of a graph reads slot i: fixed addresses, so no index arithmetic in the graph.
         self.block_x = torch.zeros((self.block, self.batch, 28, 28), dtype=torch.uint8, device=device)
         self.block_y = torch.zeros((self.block, self.batch), dtype=torch.long, device=device)
+        # Outlier exposure: the general engine's draws from the same generator, a block of steps'
+        # worth at a time (the host generator gives the same numbers either way), staged like the rows.
+        self.outliers = outlier_bank(data, config)
+        self.outlier_draws = outlier_draws(config)
+        self.block_outliers = (None if self.outliers is None else
+                               torch.zeros((self.block, outlier_count(self.batch), 28, 28), dtype=torch.uint8,
+                                           device=device))
         self.block_lr = torch.zeros(self.block, device=device)
         self.block_loss = torch.zeros(self.block, device=device)
         self.block_hits = torch.zeros((self.block, self.batch), dtype=torch.bool, device=device)
@@ -130,12 +137,14 @@ class GraphedEngine:
 
     def _one_step(self, i: int) -> None:
         x, y = self.block_x[i], self.block_y[i]
+        if self.block_outliers is not None:  # the non-digits after the digits, augmented alike
+            x = torch.cat([x, self.block_outliers[i]])
         if self.config.augment:  # random draws inside a graph use CUDA's graph-safe generator
             x = augment_batch(x, **self.config.augment)
         self.lr.copy_(self.block_lr[i])
         if self.cycles:
             self.beta1.copy_(self.block_beta1[i])
-        loss, hits = self.loss_and_hits(x, y)
+        loss, digits_loss, hits = self.loss_and_hits(x, y)
         if self.scaler is None:
             loss.backward()
             self.optimizer.step()
@@ -148,15 +157,19 @@ class GraphedEngine:
         # into zeroed buffers, one kernel fewer per parameter plus the zeroing (the pattern of
         # PyTorch's whole-network capture example).
         self.optimizer.zero_grad(set_to_none=True)
-        self.block_loss[i].copy_(loss.detach())
+        self.block_loss[i].copy_(digits_loss.detach())  # the history's loss: the digits' own
         self.block_hits[i].copy_(hits)
 
-    def _loss_and_hits(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's mean loss and which of its digits the model read right."""
+    def _loss_and_hits(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's loss to step on, its digits' own mean loss, and which digits the model read
+        right. ``x`` holds the batch's digits, then (outlier exposure) its non-digits."""
         with autocast(x.device, self.config.precision):
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
-        return loss, logits.detach().argmax(1) == y
+            logits = self.model(x).float()
+        digits = logits[:len(y)]
+        digits_loss = loss = F.cross_entropy(digits, y, label_smoothing=self.config.label_smoothing)
+        if self.block_outliers is not None:
+            loss = loss + self.config.outlier_exposure * outlier_loss(logits[len(y):])
+        return loss, digits_loss, digits.detach().argmax(1) == y
 
     def _capture(self, steps: int) -> torch.cuda.CUDAGraph | SimpleNamespace:
         """Record ``steps`` optimizer steps; the warm-up steps before it leave no trace."""
@@ -205,6 +218,7 @@ class GraphedEngine:
                         value.zero_()
             if self.scaler is not None:
                 self.scaler.reset()
+        self.outlier_draws = outlier_draws(self.config)  # the same non-digits as the first run drew
 
     def evaluate(self, data: TensorSet) -> Results:
         """The model's (mean cross-entropy, accuracy) on held-out ``data``."""
@@ -226,6 +240,10 @@ class GraphedEngine:
             self.block_lr[:n].copy_(lrs[start:start + n])
             if self.cycles and momenta is not None:
                 self.block_beta1[:n].copy_(momenta[start:start + n])
+            if self.block_outliers is not None:
+                drawn = torch.randint(len(self.outliers), (n * self.block_outliers.shape[1],),
+                                      generator=self.outlier_draws).to(self.outliers.device)
+                torch.index_select(self.outliers, 0, drawn, out=self.block_outliers[:n].view(-1, 28, 28))
             (self.graph if n == self.block else self.tail_graph).replay()
             self.loss_sum += self.block_loss[:n].sum()
             self.correct += self.block_hits[:n].sum()
