@@ -9,7 +9,8 @@ solution.csv beside it, as `digits data prepare` writes them) it measures, on te
   shifts defined here (Gaussian noise, blur, rotation, low contrast, translation), named so;
 - the share of clean test digits flagged (unsure or not a digit): at most 1% is the target;
 - the share of wrong answers flagged, clean and under the shifts;
-- the share of non-digits (benchmarks/nondigits.py) answered "not a digit" or "unsure".
+- the share of non-digits (benchmarks/nondigits.py) answered "not a digit" or "unsure"; and,
+  apart, how many letters drawn as digits are (O, I, S, Z) are read as the digit they look like.
 
 Every verdict comes from the run's own calibration.json and rejector.safetensors (fitted on its
 training and validation rows); the shifts and the non-digits here only test them.
@@ -86,7 +87,7 @@ def measure(predictor, calibration, images: np.ndarray, labels: np.ndarray | Non
 
 def main(argv: list[str] | None = None) -> int:
     from machine import describe
-    from nondigits import nondigits
+    from nondigits import digit_shaped, nondigits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", metavar="RUN")
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     uncalibrated = average_members(predictor.member_proba(test, calibrated=False))
     rejector = predictor.rejector
     result = {"run": str(run), "machine": describe(), "calibration": calibration.to_dict(),
-              "rejector": None if rejector is None else {"threshold": rejector.threshold, **rejector.measured},
+              "rejector": None if rejector is None else {"threshold": rejector.threshold, **rejector.measured,
+                                                         "relative": rejector.background_mean is not None},
               "clean": measure(predictor, calibration, test, labels),
               "clean_ece_uncalibrated": round(expected_calibration_error(uncalibrated, labels), 5),
               "shifts": {name: measure(predictor, calibration, images, labels)
@@ -115,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             "not_a_digit": round(float(np.mean([d.verdict == "not a digit" for d in decisions])), 4)}
     caught = [v["caught"] * v["rows"] for v in result["nondigits"].values()]
     result["nondigits_caught"] = round(sum(caught) / sum(v["rows"] for v in result["nondigits"].values()), 4)
+    shaped, looks_like = digit_shaped()
+    proba, distance = predictor.predict_with_distance(shaped)
+    verdicts = [d.verdict for d in decide(proba, shaped, calibration, None, distance, predictor.rejector)]
+    result["digit_shaped_letters"] = {"rows": len(shaped),
+                                      "read_as_their_digit": round(float(np.mean(proba.argmax(1) == looks_like)), 4),
+                                      "flagged": round(float(np.mean([v != "answered" for v in verdicts])), 4)}
     text = summarise(result)
     print(text)
     if args.record:
@@ -128,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
 def summarise(result: dict) -> str:
     clean, shifts = result["clean"], result["shifts"]
     lines = [f"Machine: {result['machine']}. Run {result['run']}, "
-             f"temperature {result['calibration']['temperature']:.3f} and thresholds fitted on its "
+             f"temperature {result['calibration']['temperature']:.3f}"
+             f"{' (after the even share is taken out)' if result['calibration'].get('unmix') else ''} and thresholds fitted on its "
              f"{result['calibration']['measured'].get('rows', '?')} validation rows; "
-             + (f"not-a-digit rejector (Mahalanobis distance on the penultimate features) fitted on its "
+             + (f"not-a-digit rejector ({'relative ' if result['rejector'].get('relative') else ''}Mahalanobis "
+                f"distance on the penultimate features) fitted on its "
                 f"{result['rejector']['train_rows']:,} training rows, threshold "
                 f"{result['rejector']['threshold']:.1f} on its validation rows "
                 f"({result['rejector']['rejected_rate'] * 100:.2f}% of them rejected)."
@@ -154,6 +164,11 @@ def summarise(result: dict) -> str:
         lines.append(f"| {kind} | {m['rows']} | {m['caught'] * 100:.1f}% | {m['not_a_digit'] * 100:.1f}% |")
     lines.append(f"| all | {sum(m['rows'] for m in result['nondigits'].values())} | "
                  f"{result['nondigits_caught'] * 100:.1f}% | |")
+    if "digit_shaped_letters" in result:
+        m = result["digit_shaped_letters"]
+        lines += ["", f"Letters drawn as digits are drawn (O o I l S s Z z in the same fonts, {m['rows']} pictures, "
+                      f"not counted above): {m['read_as_their_digit'] * 100:.1f}% read as the digit they look like "
+                      f"(O as 0, I and l as 1, S as 5, Z as 2), {m['flagged'] * 100:.1f}% flagged."]
     return "\n".join(lines)
 
 

@@ -3,6 +3,10 @@ preprocessing: letters in Debian's fonts, scribbles of crossed lines, noise, bla
 near-blank canvases. ``benchmarks/calibration.py`` measures how many get "not a digit" or
 "unsure".
 
+The letters drawn as digits are drawn (O o, I l, S s, Z z: ``digits.data.outliers.DIGIT_SHAPED``)
+are not among them: an O is a 0 to any reader that sees it alone. ``digit_shaped`` draws them
+apart, and calibration.py says how many are read as the digit they look like.
+
 These generators are test ones: nothing in training or in choosing a threshold may use them.
 
     python benchmarks/nondigits.py --show out.png   # a picture of a few of each
@@ -19,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digits.data.outliers import FIT_FONTS  # outlier exposure's fonts: never tested on
+from digits.data.outliers import DIGIT_SHAPED, FIT_FONTS  # outlier exposure's fonts: never tested on
 from digits.serve.preprocess import prepare_digit
 
 CANVAS = 280                          # the page's canvas
@@ -41,11 +45,13 @@ def _prepared(img: Image.Image) -> tuple[np.ndarray, bool]:
     return digit.image, digit.found
 
 
-def letters(rng: np.random.Generator, fonts: list[str] | None = None) -> list[Image.Image]:
-    """Each of a-z and A-Z in each test font, black on white, at a seeded size."""
+def letters(rng: np.random.Generator, fonts: list[str] | None = None,
+            chars: str = "".join(c for c in string.ascii_letters if c not in DIGIT_SHAPED)) -> list[Image.Image]:
+    """Each of ``chars`` (a-z and A-Z but those drawn as digits) in each test font, black on
+    white, at a seeded size."""
     out = []
     for font in fonts if fonts is not None else test_fonts():
-        for char in string.ascii_letters:
+        for char in chars:
             img = Image.new("L", (CANVAS, CANVAS), 255)
             ImageDraw.Draw(img).text((CANVAS / 2, CANVAS / 2), char, fill=0, anchor="mm",
                                      font=ImageFont.truetype(font, int(rng.integers(140, 220))))
@@ -103,6 +109,14 @@ def nondigits(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         prepared = [_prepared(img) for img in make(rng)]
         out[kind] = (np.stack([p[0] for p in prepared]), np.array([p[1] for p in prepared]))
     return out
+
+
+def digit_shaped(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The letters drawn as digits (``DIGIT_SHAPED``) in each test font, as the model reads them,
+    uint8 (N, 28, 28), and the digit each one looks like (N,)."""
+    chars = "".join(DIGIT_SHAPED)
+    pictures = [_prepared(img)[0] for img in letters(np.random.default_rng([seed, 1]), chars=chars)]
+    return np.stack(pictures), np.array([DIGIT_SHAPED[c] for c in chars] * (len(pictures) // len(chars)))
 
 
 def main(argv: list[str] | None = None) -> int:

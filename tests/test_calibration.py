@@ -22,6 +22,7 @@ from digits.predict.calibration import (
     save_calibration,
     temper,
     top_two,
+    unmix,
     unsure_threshold,
 )
 from digits.predict.verdict import decide
@@ -182,3 +183,29 @@ def test_an_ensemble_calibrates_each_member_then_the_average_of_their_calibrated
     raw = predictor.member_proba(images, calibrated=False)
     expected = temper(np.mean([c.apply(p) for c, p in zip(members, raw)], axis=0), whole.temperature)
     np.testing.assert_allclose(predictor.predict_proba(images), expected, atol=1e-6)
+
+
+def test_unmix_takes_the_even_share_out_of_a_mixture_and_keeps_the_order_of_the_digits():
+    digit = np.array([[0.70, 0.20, 0.05, 0.05, 0, 0, 0, 0, 0, 0], [0.5, 0.5, 0, 0, 0, 0, 0, 0, 0, 0]])
+    spread = 0.6 * digit + 0.4 / 10  # what a digit half read as none looks like: its lead kept, spread evenly
+    assert np.allclose(unmix(spread), digit)
+    assert np.allclose(unmix(digit), digit)  # no class at zero share, no even share: as it was
+    even = np.full((1, 10), 0.1)
+    assert np.allclose(unmix(even).sum(1), 1.0) and np.isfinite(unmix(even)).all()
+
+
+def test_a_spread_model_is_calibrated_after_its_even_share_is_taken_out_and_says_so_in_its_file(tmp_path):
+    # Labels drawn from calibrated probabilities, which the model reports mixed with an even share
+    # that grows from row to row (clean digits a little, shifted ones a lot: outlier exposure's doubt).
+    proba, labels = _calibrated_set(6000)
+    share = np.linspace(0.05, 0.6, len(labels))[:, None]
+    spread = (1 - share) * proba + share / 10
+    tempered, unmixed = fit_calibration(spread, labels), fit_calibration(spread, labels, even_share=True)
+    assert unmixed.unmix and not tempered.unmix
+    assert unmixed.temperature == pytest.approx(1.0, abs=0.05)  # what is left is calibrated as it is
+    assert expected_calibration_error(unmixed.apply(spread), labels) < 0.5 * expected_calibration_error(
+        tempered.apply(spread), labels)
+    save_calibration(tmp_path, unmixed)
+    assert json.loads((tmp_path / CALIBRATION_FILE).read_text())["unmix"] is True
+    again = load_calibration(tmp_path)
+    assert again == unmixed and np.allclose(again.apply(spread), unmixed.apply(spread))

@@ -3,6 +3,7 @@ rejects and keeps, its file, and a run without one."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -98,3 +99,33 @@ def test_the_threshold_rejects_the_chosen_share_of_validation_rows_and_far_point
     assert rejector.rejects(rejector.distance(far)).all()
     with pytest.raises(DataError, match="every digit"):
         fit_rejector(train[labels < 9], labels[labels < 9], val)
+
+
+def test_pictures_between_the_digits_are_rejected_by_the_relative_distance_the_plain_one_misses_them():
+    # Features of no one digit but near all of them (a letter, a scribble: the digits' common centre)
+    # lie as close to the nearest digit's mean as a sloppy digit does; the background Gaussian's
+    # term says they lie where every digit's features are typical, and no one digit's are.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (10, 8))
+    labels = rng.integers(0, 10, 5000)
+    train = centres[labels] + rng.normal(0, 1, (5000, 8))
+    val = centres[labels[:1000]] + rng.normal(0, 1, (1000, 8))
+    between = centres.mean(axis=0) + rng.normal(0, 1, (200, 8))
+    relative = fit_rejector(train, labels, val, rate=0.01)
+    plain = dataclasses.replace(relative, background_mean=None, background_whiten=None)
+    plain = dataclasses.replace(plain, threshold=float(np.sort(plain.distance(val))[::-1][10]))  # 1% too
+    assert np.mean(plain.rejects(plain.distance(val))) == pytest.approx(0.01, abs=0.002)
+    assert relative.rejects(relative.distance(between)).mean() >= 0.75
+    assert plain.rejects(plain.distance(between)).mean() <= 0.6
+
+
+def test_a_rejector_written_before_the_background_gaussian_measures_the_plain_distance(trained, fixture_test, tmp_path):
+    rejector = load_rejector(trained)
+    features = Predictor.open(trained).features(fixture_test[0][:50])
+    older = dataclasses.replace(rejector, background_mean=None, background_whiten=None)
+    save_rejector(tmp_path, older)
+    again = load_rejector(tmp_path)
+    assert again.background_mean is None and again.background_whiten is None
+    nearest = rejector.distance(features) + (((features - rejector.background_mean) @ rejector.background_whiten) ** 2).sum(1)
+    assert np.allclose(again.distance(features), nearest, rtol=1e-4, atol=1e-3)
+    assert (again.distance(features) >= 0).all()

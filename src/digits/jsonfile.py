@@ -190,7 +190,7 @@ ENSEMBLE: dict[str, Spec] = {  # ensemble.json
 
 CALIBRATION: dict[str, Spec] = {  # calibration.json (digits.predict.calibration)
     "temperature": float, "unsure_below": float, "source": str, "measured": Optional(dict),
-    "no_digit_below": Optional(float)}
+    "no_digit_below": Optional(float), "unmix": Optional(bool)}
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

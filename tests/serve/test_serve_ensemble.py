@@ -60,7 +60,11 @@ def served_labels(reader: DigitReader, images: np.ndarray) -> tuple[np.ndarray, 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_an_ensemble_is_served_with_the_labels_of_digits_predict(ensemble, fixture_test, runtime):
     labels, card = served_labels(DigitReader.open(ensemble, runtime), fixture_test[0])
-    np.testing.assert_array_equal(labels, predicted_labels(ensemble))
+    # A submission holds a digit for every row; the app says "not a digit" (no label) of the few
+    # test digits beyond the rejector's threshold, as many as of the validation digits (0.5%).
+    answered = np.array([label is not None for label in labels])
+    assert answered.mean() >= 0.98
+    np.testing.assert_array_equal(labels[answered].astype(np.int64), predicted_labels(ensemble)[answered])
     assert card["kind"] == "ensemble" and card["runtime"] == runtime
     assert card["architecture"] == "tutorial-mlp" and card["version"].startswith("ensemble-2xtutorial-mlp-")
 

@@ -39,6 +39,20 @@ def test_the_onnx_graph_applies_the_runs_temperature_as_the_predictor_does(onnx_
     assert np.abs(got - raw).max() > 1e-3
 
 
+def test_the_onnx_graph_takes_the_even_share_out_as_the_predictor_does(onnx_run_dir, fixture_test, tmp_path):
+    from digits.serve.export import export_onnx
+
+    run = tmp_path / "run"
+    shutil.copytree(onnx_run_dir, run)
+    save_calibration(run, replace(load_calibration(run), unmix=True))  # a run trained with label smoothing
+    with pytest.raises(ServeError, match="export again"):  # exported before: the graph does not unmix
+        OnnxRuntime(run)
+    export_onnx(run)
+    images = fixture_test[0][:100]
+    expected = Predictor.open(run, "cpu", precision="fp32").predict_proba(images)
+    assert np.abs(OnnxRuntime(run).predict_proba(images) - expected).max() < 1e-5
+
+
 def test_an_export_made_before_the_run_was_calibrated_again_is_refused(onnx_run_dir, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(onnx_run_dir, run)

@@ -26,7 +26,10 @@ from digits.errors import DigitsError
 
 FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", str(Path.home() / ".fonts"))
 FIT_FONTS = "Liberation"  # benchmarks/nondigits.py never tests on these
-LETTERS = "".join(c for c in string.ascii_letters if c not in "OoIlSsZz")
+# Letters drawn as digits are drawn (the digit each one reads as): taught to doubt them, a model
+# would doubt those digits too, and no reader can tell an O from a 0 without the word around it.
+DIGIT_SHAPED = {"O": 0, "o": 0, "I": 1, "l": 1, "S": 5, "s": 5, "Z": 2, "z": 2}
+LETTERS = "".join(c for c in string.ascii_letters if c not in DIGIT_SHAPED)
 VERSION = 1  # of what the generators draw: a change makes the cached pictures again
 CANVAS = 112  # a fifth of the work of the page's 280 pixels, and the same once in MNIST's form
 

@@ -61,7 +61,10 @@ def calibrate_run(run_dir: str | os.PathLike[str], data: DigitSet, spec: Ensembl
     # Only a model taught to spread what is no digit (outlier exposure) says "not a digit" of a spread
     # reading; any other spreads its doubt between digits, and is unsure.
     no_digit = spec.config.outlier_exposure > 0
-    members = [_fit(model_dir, proba, data.labels[mine], "validation", no_digit)
+    # A loss that taught an even share over the digits (label smoothing, outlier exposure): each
+    # model's is taken out before its temperature. The ensemble's average is of those already.
+    even_share = no_digit or spec.config.label_smoothing > 0
+    members = [_fit(model_dir, proba, data.labels[mine], "validation", no_digit, even_share)
                for model_dir, proba, mine in zip(model_dirs, raw, rows)]
     if not ensemble:
         return members[0]
@@ -87,10 +90,11 @@ def _fit_rejector(run_dir: Path, predictor: Predictor, data: DigitSet, held_out:
     save_rejector(run_dir, rejector)
 
 
-def _fit(folder: Path, proba: np.ndarray, labels: np.ndarray, source: str, no_digit: bool) -> Calibration | None:
+def _fit(folder: Path, proba: np.ndarray, labels: np.ndarray, source: str, no_digit: bool,
+         even_share: bool = False) -> Calibration | None:
     if len(labels) < MIN_FIT_ROWS:
         return None
-    calibration = fit_calibration(proba, labels, source, no_digit=no_digit)
+    calibration = fit_calibration(proba, labels, source, no_digit=no_digit, even_share=even_share)
     save_calibration(folder, calibration)
     return calibration
 

@@ -7,6 +7,14 @@ temperature acts on probabilities, not logits: ``softmax(log(p) / T)`` equals
 ``softmax(z / T)`` for one model (log-softmax only shifts the logits), and it applies as well
 to what has no logits any more: an ensemble's average, test-time augmentation's average, the
 ONNX export's softmax output. numpy only: the ONNX server calibrates without torch.
+
+A run whose loss taught an even share over the ten digits (label smoothing's targets mix one in;
+outlier exposure pulls letters and scribbles toward it) first takes that share out
+(:func:`unmix`), then is tempered. Outlier exposure teaches a model to answer "none of them" by
+spreading evenly, and a corrupted digit, half read as none, keeps its digit's lead but spreads
+too: tempered alone, its confidence fell well under its accuracy (benchmarks/RESULTS.md). The
+share taken out is the doubt outlier exposure taught; what is left says which digit it is, if
+it is one.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ class Calibration:
     ``no_digit_below`` (a run trained with outlier exposure; else None): when the two most
     probable digits hold less than it between them, no digit is a fair reading (an ambiguous
     digit is two digits' worth; what outlier exposure taught to doubt spreads over many).
+    ``unmix``: the even share over the digits is taken out before the temperature (a run
+    trained with label smoothing or outlier exposure; False for one calibrated before).
     """
 
     temperature: float = 1.0
@@ -52,6 +62,7 @@ class Calibration:
     source: str = "default"
     measured: dict[str, Any] = field(default_factory=dict)
     no_digit_below: float | None = None  # the two most probable digits together under it: not a digit
+    unmix: bool = False  # take the even share out (:func:`unmix`) before the temperature
 
     @property
     def fitted(self) -> bool:
@@ -59,7 +70,7 @@ class Calibration:
 
     def apply(self, proba: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, 10), float32, for probabilities (N, 10)."""
-        return temper(proba, self.temperature)
+        return temper(unmix(proba) if self.unmix else proba, self.temperature)
 
     def describe(self) -> str:
         """One line for a model card: what calibrates this run's answers."""
@@ -77,6 +88,8 @@ class Calibration:
                                "source": self.source, "measured": self.measured}
         if self.no_digit_below is not None:
             out["no_digit_below"] = self.no_digit_below
+        if self.unmix:
+            out["unmix"] = True
         return out
 
 
@@ -89,6 +102,18 @@ def temper(proba: np.ndarray, temperature: float) -> np.ndarray:
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def unmix(proba: np.ndarray) -> np.ndarray:
+    """``proba`` (N, K) with its even share taken out, float64: each row read as a mixture
+    ``(1 - u) q + u / K`` with the largest even share ``u`` it holds (K times its smallest
+    probability), and ``q`` returned. The order of the classes is kept; a row with a class at
+    zero holds no even share and comes back as it was."""
+    proba = np.asarray(proba, np.float64)
+    classes = proba.shape[1]
+    share = np.minimum(classes * proba.min(axis=1, keepdims=True), 1.0 - 1e-6)
+    rest = np.maximum(proba - share / classes, 0.0) / (1.0 - share)
+    return rest / np.maximum(rest.sum(axis=1, keepdims=True), FLOOR)
 
 
 def fit_temperature(proba: np.ndarray, labels: np.ndarray) -> float:
@@ -185,17 +210,19 @@ def _threshold(values: np.ndarray, rate: float) -> float:
 
 
 def fit_calibration(proba: np.ndarray, labels: np.ndarray, source: str = "validation",
-                    rate: float = FLAG_RATE, no_digit: bool = False) -> Calibration:
+                    rate: float = FLAG_RATE, no_digit: bool = False, even_share: bool = False) -> Calibration:
     """Fit a temperature and the unsure threshold on held-out ``proba`` (N, 10) and their ``labels``.
 
     The threshold flags about ``rate`` of the rows as unsure; with ``no_digit`` (a model trained
     with outlier exposure), ``no_digit_below`` too, under the two likeliest digits' mass of
-    ``NO_DIGIT_RATE`` of the rows. DataError when there are too few rows to fit on."""
+    ``NO_DIGIT_RATE`` of the rows; with ``even_share`` (a model whose loss taught an even share:
+    label smoothing, outlier exposure) the temperature is fitted, and applies, after
+    :func:`unmix`. DataError when there are too few rows to fit on."""
     labels = np.asarray(labels, np.int64)
     if len(labels) < MIN_FIT_ROWS:
         raise DataError(f"{len(labels)} {source} rows: calibration needs at least {MIN_FIT_ROWS}")
-    temperature = fit_temperature(proba, labels)
-    calibrated = temper(proba, temperature)
+    temperature = fit_temperature(unmix(proba) if even_share else proba, labels)
+    calibrated = Calibration(temperature, unmix=even_share).apply(proba)
     measured = {"rows": len(labels), "accuracy": round(float(np.mean(calibrated.argmax(1) == labels)), 6),
                 "ece_before": _round(expected_calibration_error(proba, labels)),
                 "ece": _round(expected_calibration_error(calibrated, labels)),
@@ -207,7 +234,7 @@ def fit_calibration(proba: np.ndarray, labels: np.ndarray, source: str = "valida
         two = top_two(calibrated)
         below = _threshold(two, NO_DIGIT_RATE)
         measured["no_digit_rate"] = _round(float(np.mean(two < below)))
-    return Calibration(temperature, threshold, source, measured, below)
+    return Calibration(temperature, threshold, source, measured, below, even_share)
 
 
 def _round(value: float) -> float | None:
@@ -231,7 +258,7 @@ def load_calibration(run_dir: str | os.PathLike[str]) -> Calibration:
     if no_digit is not None and not (isinstance(no_digit, (int, float)) and 0.0 <= no_digit <= 1.0 + 1e-6):
         raise RunError(f"{path}: field 'no_digit_below' should be a probability in [0, 1], found {no_digit!r}")
     return Calibration(temperature, below, data["source"], dict(data.get("measured") or {}),
-                       None if no_digit is None else float(no_digit))
+                       None if no_digit is None else float(no_digit), bool(data.get("unmix") or False))
 
 
 def save_calibration(run_dir: str | os.PathLike[str], calibration: Calibration) -> Path:
@@ -242,6 +269,11 @@ def save_calibration(run_dir: str | os.PathLike[str], calibration: Calibration) 
 def temperature_record(members: Sequence[Calibration], ensemble: Calibration | None = None) -> str:
     """The temperatures a prediction applies, as one line ("1.234" for one model; "1.1,0.9;1.3"
     for two members and their average): what an ONNX export bakes in, and records, so that
-    the ONNX server can refuse an export that the run's calibration.json files no longer match."""
-    line = ",".join(f"{c.temperature:.9g}" for c in members)
-    return line if ensemble is None else f"{line};{ensemble.temperature:.9g}"
+    the ONNX server can refuse an export that the run's calibration.json files no longer match.
+    A temperature applied after :func:`unmix` is marked "u" ("0.5u")."""
+    line = ",".join(_record(c) for c in members)
+    return line if ensemble is None else f"{line};{_record(ensemble)}"
+
+
+def _record(calibration: Calibration) -> str:
+    return f"{calibration.temperature:.9g}" + ("u" if calibration.unmix else "")

@@ -19,7 +19,7 @@ from torch import nn
 
 from digits.atomic import atomic_path
 from digits.errors import ServeError
-from digits.predict.calibration import FLOOR, temperature_record
+from digits.predict.calibration import FLOOR, Calibration, temperature_record
 from digits.predict.card import model_version
 from digits.predict.predictor import Predictor, penultimate_features, tta_views
 from digits.serve.runtime import ONNX_CALIBRATION_KEY, ONNX_FEATURES, ONNX_FILE, ONNX_SOURCE_KEY, ONNX_TTA_KEY
@@ -28,8 +28,14 @@ OPSET = 17  # onnxruntime >= 1.14 runs it; no op we need is newer
 FORMATS = ("onnx",)
 
 
-def _temper(proba: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``digits.predict.calibration.temper`` in graph ops: softmax(log(p) / T); T = 1 adds none."""
+def _temper(proba: torch.Tensor, temperature: float, even_share: bool = False) -> torch.Tensor:
+    """``Calibration.apply`` in graph ops: ``digits.predict.calibration.unmix`` when
+    ``even_share``, then softmax(log(p) / T); T = 1 adds none."""
+    if even_share:
+        classes = proba.shape[1]
+        share = (classes * proba.min(dim=1, keepdim=True).values).clamp_max(1.0 - 1e-6)
+        rest = (proba - share / classes).clamp_min(0.0) / (1.0 - share)
+        proba = rest / rest.sum(dim=1, keepdim=True).clamp_min(FLOOR)
     if temperature == 1.0:
         return proba
     return torch.softmax(torch.log(proba.clamp_min(FLOOR)) / temperature, dim=1)
@@ -42,23 +48,24 @@ class _Averaged(nn.Module):
     penultimate features of the image as it is (view 0), as ``Predictor.predict_with_distance``
     measures them."""
 
-    def __init__(self, members: list[nn.Module], tta: bool, temperatures: list[float],
-                 ensemble_temperature: float = 1.0) -> None:
+    def __init__(self, members: list[nn.Module], tta: bool, calibrations: list[Calibration],
+                 ensemble: Calibration | None = None) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.tta = tta
-        self.temperatures = temperatures
-        self.ensemble_temperature = ensemble_temperature
+        self.calibrations = calibrations
+        self.ensemble = ensemble or Calibration()
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         views = tta_views(pixels) if self.tta else [pixels]
         probs = []
         with penultimate_features(self.members[0]) as seen:  # traced: the hook's tensor is an output
-            for member, temperature in zip(self.members, self.temperatures):
+            for member, calibration in zip(self.members, self.calibrations):
                 mean = torch.stack([torch.softmax(member(view).float(), dim=1) for view in views]).mean(dim=0)
-                probs.append(_temper(mean, temperature))
+                probs.append(_temper(mean, calibration.temperature, calibration.unmix))
         features = seen[0].float()  # (N, D): member 0's first pass, on the unshifted view
-        return _temper(torch.stack(probs).mean(dim=0), self.ensemble_temperature), features  # (N, 10)
+        average = torch.stack(probs).mean(dim=0)
+        return _temper(average, self.ensemble.temperature, self.ensemble.unmix), features  # (N, 10)
 
 
 def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
@@ -78,8 +85,7 @@ def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
     members = [m.model.to(memory_format=torch.contiguous_format) for m in predictor.members]
     calibrations = [m.calibration for m in predictor.members]
     ensemble = predictor.calibration if len(members) > 1 else None  # one model: its own, applied once
-    wrapped = _Averaged(members, predictor.tta, [c.temperature for c in calibrations],
-                        ensemble.temperature if ensemble else 1.0).eval()
+    wrapped = _Averaged(members, predictor.tta, calibrations, ensemble).eval()
     example = torch.zeros(2, 28, 28, dtype=torch.uint8)
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, chosen on purpose below
