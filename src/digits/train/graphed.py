@@ -31,8 +31,15 @@ from digits.errors import DigitsError
 from digits.precision import autocast
 from digits.train.augment import augment_batch
 from digits.train.config import TrainConfig
-from digits.train.engines import (EngineUnavailable, Results, evaluate_each, outlier_bank, outlier_count,
-                                  outlier_draws, outlier_loss)
+from digits.train.engines import (
+    EngineUnavailable,
+    Results,
+    evaluate_each,
+    outlier_bank,
+    outlier_count,
+    outlier_draws,
+    outlier_loss,
+)
 from digits.train.schedule import Rates, cycles_momentum
 
 GRAPH_STEPS = 16  # optimizer steps recorded per graph; an epoch replays it steps // 16 times
