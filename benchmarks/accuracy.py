@@ -29,6 +29,7 @@ from digits.data.prepare import load_standard_split
 from digits.data.submission import read_submission, score_submission, write_submission
 from digits.jsonfile import write_json
 from digits.models.registry import count_parameters, create_model
+from digits.predict.calibrate import calibrate_run
 from digits.predict.predictor import Predictor, average_members
 from digits.presets import load_preset
 from digits.train.device import resolve_device
@@ -46,14 +47,22 @@ def machine() -> str:
 
 
 def run_one(spec: EnsembleSpec, train: DigitSet, run_dir: Path) -> tuple[float, object]:
-    """Train ``spec`` into ``run_dir``; return (wall seconds, predictor)."""
+    """Train ``spec`` into ``run_dir`` and calibrate it on the rows it held out, as ``digits
+    train`` does (so robustness.py and calibration.py can measure the run); return (wall seconds
+    of the training, predictor)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     started = time.perf_counter()
     train_ensemble(spec, train, run_dir, log=lambda m: print(f"    {m}", flush=True))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - started, Predictor.open(run_dir, resolve_device(spec.config.device))
+    seconds = time.perf_counter() - started
+    device = resolve_device(spec.config.device)
+    calibrated = time.perf_counter()
+    calibration = calibrate_run(run_dir, train, spec, device)
+    if calibration is not None:
+        print(f"    calibrated in {time.perf_counter() - calibrated:.1f} s: {calibration.describe()}", flush=True)
+    return seconds, Predictor.open(run_dir, device)
 
 
 def accuracies(predictor, images: np.ndarray, labels: np.ndarray | None, tta: bool) -> tuple[float, list[float]]:
