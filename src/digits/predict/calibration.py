@@ -81,7 +81,8 @@ class Calibration:
         ece = self.measured.get("ece")
         on = f" on {rows:,} {self.source} rows" if isinstance(rows, int) else f" on {self.source} rows"
         after = f", ECE {ece * 100:.2f}%" if isinstance(ece, (int, float)) else ""
-        return f"temperature {self.temperature:.3f} fitted{on}{after}; unsure below {self.unsure_below:.3f}"
+        share = " after the even share is taken out" if self.unmix else ""
+        return f"temperature {self.temperature:.3f}{share} fitted{on}{after}; unsure below {self.unsure_below:.3f}"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"temperature": self.temperature, "unsure_below": self.unsure_below,
