@@ -7,8 +7,8 @@ an epoch is a handful of replays. What remains is the time of the kernels themse
 each step launches as few as it can: a few copies before each replay stage the block's
 rows, learning rates and (outlier exposure) non-digit pictures into fixed buffers (no index
 arithmetic in the graph), and gradients are set to None after each step (the backward writes
-them instead of adding to zeros). With ``compile``, the forward pass and the loss are compiled as one function
-before capture, which fuses the loss's small operations too.
+them instead of adding to zeros). With ``compile``, the forward pass and the loss are compiled
+as one function before capture, which fuses the loss's small operations too.
 
 The arithmetic is that of the general engine (the tests check it on the CPU, running the
 same steps without capture), but for the last partial batch of an epoch, which is dropped (a
