@@ -87,12 +87,17 @@ def test_a_rejector_survives_its_file_and_a_damaged_one_is_refused_in_one_line(t
     assert str(tmp_path / REJECTOR_FILE) in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_the_threshold_rejects_the_chosen_share_of_validation_rows_and_far_points():
-    rng = np.random.default_rng(0)
-    centres = rng.normal(0, 5, (10, 8))
+def gaussian_digits(rng: np.random.Generator, spread: float):
+    """Ten digits' features as unit Gaussians (8 features) around centres ``spread`` apart:
+    the centres, 5,000 training rows with their labels, and 1,000 validation rows."""
+    centres = rng.normal(0, spread, (10, 8))
     labels = rng.integers(0, 10, 5000)
     train = centres[labels] + rng.normal(0, 1, (5000, 8))
-    val = centres[labels[:1000]] + rng.normal(0, 1, (1000, 8))
+    return centres, labels, train, centres[labels[:1000]] + rng.normal(0, 1, (1000, 8))
+
+
+def test_the_threshold_rejects_the_chosen_share_of_validation_rows_and_far_points():
+    centres, labels, train, val = gaussian_digits(np.random.default_rng(0), 5.0)
     rejector = fit_rejector(train, labels, val, rate=0.01)
     assert np.mean(rejector.rejects(rejector.distance(val))) == pytest.approx(0.01, abs=0.002)
     far = centres[:5] + 12.0  # twelve standard deviations off every digit's mean in each direction
@@ -106,10 +111,7 @@ def test_pictures_between_the_digits_are_rejected_by_the_relative_distance_the_p
     # lie as close to the nearest digit's mean as a sloppy digit does; the background Gaussian's
     # term says they lie where every digit's features are typical, and no one digit's are.
     rng = np.random.default_rng(0)
-    centres = rng.normal(0, 3, (10, 8))
-    labels = rng.integers(0, 10, 5000)
-    train = centres[labels] + rng.normal(0, 1, (5000, 8))
-    val = centres[labels[:1000]] + rng.normal(0, 1, (1000, 8))
+    centres, labels, train, val = gaussian_digits(rng, 3.0)
     between = centres.mean(axis=0) + rng.normal(0, 1, (200, 8))
     relative = fit_rejector(train, labels, val, rate=0.01)
     plain = dataclasses.replace(relative, background_mean=None, background_whiten=None)
