@@ -71,7 +71,6 @@ def test_there_are_mnist_c_s_fifteen_at_its_published_severities():
                          "spatter": 4, "dotted_line": None, "zigzag": None, "canny_edges": None}
 
 
-
 def test_the_calibration_benchmark_measures_under_the_same_fifteen_the_robustness_benchmark_draws(digits):
     import importlib.util
 
@@ -82,6 +81,7 @@ def test_the_calibration_benchmark_measures_under_the_same_fifteen_the_robustnes
     assert list(shifted) == list(CORRUPTIONS)  # MNIST-C's, not the generic stand-ins
     for name, corruption in CORRUPTIONS.items():  # as robustness.py draws each for seed 0
         assert np.array_equal(shifted[name], corruption(digits, corruptions.set_rng(0, name)))
+
 
 @pytest.mark.parametrize("name", ONE_PARAMETER)
 def test_a_higher_severity_changes_the_digits_more(digits, name):

@@ -222,8 +222,9 @@ def fit_calibration(proba: np.ndarray, labels: np.ndarray, source: str = "valida
     labels = np.asarray(labels, np.int64)
     if len(labels) < MIN_FIT_ROWS:
         raise DataError(f"{len(labels)} {source} rows: calibration needs at least {MIN_FIT_ROWS}")
-    temperature = fit_temperature(unmix(proba) if even_share else proba, labels)
-    calibrated = Calibration(temperature, unmix=even_share).apply(proba)
+    fitted_on = unmix(proba) if even_share else proba  # what Calibration.apply tempers
+    temperature = fit_temperature(fitted_on, labels)
+    calibrated = temper(fitted_on, temperature)
     measured = {"rows": len(labels), "accuracy": round(float(np.mean(calibrated.argmax(1) == labels)), 6),
                 "ece_before": _round(expected_calibration_error(proba, labels)),
                 "ece": _round(expected_calibration_error(calibrated, labels)),
