@@ -12,7 +12,7 @@ from helpers import FIXTURES
 
 from digits.data.dataset import DigitSet
 from digits.data.kaggle import load_kaggle_csv
-from digits.data.normalise import mnist_form, normalise
+from digits.data.normalise import mnist_form, normalise, readings
 from digits.errors import DigitsError
 from digits.train.augment import augment_batch
 from digits.train.config import TrainConfig
@@ -91,6 +91,21 @@ def test_ink_normalisation_takes_away_light_and_paper_and_moves_nothing(digits28
     assert (np.abs(normalise(digits28, "ink").astype(int) - digits28).max(axis=(1, 2)) <= 2).mean() >= 0.95
 
 
+def test_a_model_under_mnist_normalisation_reads_each_digit_in_mnist_form_and_as_it_stands(digits28):
+    # A line drawn through a digit widens its ink box: MNIST's form shrinks the digit, the
+    # second form keeps it where and as large as it was written.
+    crossed = digits28.copy()
+    crossed[:, 3:5, 1:27] = 255
+    forms = readings(crossed, "mnist")
+    assert forms.shape == (len(digits28), 2, 28, 28) and forms.dtype == np.uint8
+    assert np.array_equal(forms[:, 0], normalise(crossed, "mnist"))
+    assert np.array_equal(forms[:, 1], normalise(crossed, "ink"))
+    below = (slice(None), slice(6, None))  # the digit's own rows, under the line
+    assert np.median(_correlation(forms[:, 1][below], digits28[below])) > 0.95
+    assert np.median(_correlation(forms[:, 0][below], digits28[below])) < 0.9
+    assert readings(digits28, "none").shape == (len(digits28), 1, 28, 28)
+
+
 def test_blank_rows_are_kept_as_they_are_and_not_found():
     blank = np.zeros((2, 28, 28), np.uint8)
     blank[1] = 30  # an even grey field: no ink
@@ -151,6 +166,8 @@ def test_training_with_normalisation_records_it_and_predict_applies_it(tmp_path)
     assert [m.normalise for m in predictor.members] == ["mnist"]
     images = load_kaggle_csv(FIXTURES / "test.csv", kind="test").images[:50]
     shifted = _shifted(images, 2, 3)
-    # What it reads from a shifted digit is what it reads from the normalised one: the same input.
+    # It reads a shifted digit in MNIST's form and as it stands (light and contrast taken away),
+    # and averages the two readings.
     plain = Predictor.from_model(predictor.models[0], "mlp")
-    assert np.allclose(predictor.predict_proba(shifted), plain.predict_proba(normalise(shifted)), atol=1e-6)
+    both = (plain.predict_proba(normalise(shifted, "mnist")) + plain.predict_proba(normalise(shifted, "ink"))) / 2
+    assert np.allclose(predictor.predict_proba(shifted), both, atol=1e-6)

@@ -33,3 +33,33 @@ def test_onnx_and_torch_runtimes_normalise_alike(normalised_run, fixture_test):
     onnx, torch_runtime = load_runtime(normalised_run, "onnx"), load_runtime(normalised_run, "torch")
     assert onnx.normalise == "mnist"
     assert np.allclose(onnx.predict_proba(images), torch_runtime.predict_proba(images), atol=1e-4)
+
+
+def test_the_graph_of_a_normalised_run_reads_each_digit_in_both_its_forms(normalised_run, fixture_test):
+    ort = pytest.importorskip("onnxruntime")
+    from digits.data.normalise import readings
+
+    session = ort.InferenceSession(str(normalised_run / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 2, 28, 28]  # MNIST's form, and as it stands
+    forms = readings(fixture_test[0][:8], "mnist")
+    assert session.run(None, {"pixels": forms})[0].shape == (8, 10)
+
+
+def test_an_export_that_reads_one_form_is_refused_for_a_run_that_reads_two(normalised_run, tmp_path,
+                                                                          monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from digits.data.normalise import READINGS
+    from digits.errors import ServeError
+    from digits.serve.export import export_onnx
+    from digits.serve.runtime import load_runtime
+
+    with monkeypatch.context() as before:  # an export from before the run read in two forms
+        before.setitem(READINGS, "mnist", ("mnist",))
+        old = export_onnx(normalised_run, tmp_path / "model.onnx")
+    (tmp_path / "run").mkdir()
+    for part in normalised_run.iterdir():
+        if part.is_file() and part.name != "model.onnx":
+            (tmp_path / "run" / part.name).write_bytes(part.read_bytes())
+    old.rename(tmp_path / "run" / "model.onnx")
+    with pytest.raises(ServeError, match="export again"):
+        load_runtime(tmp_path / "run", "onnx")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from digits.data.normalise import check_normalisation, normalise
+from digits.data.normalise import check_normalisation, readings
 from digits.errors import ModelError
 from digits.hardware import hardware, use_threads
 from digits.precision import autocast
@@ -30,12 +30,22 @@ def tta_views(pixels: torch.Tensor) -> list[torch.Tensor]:
     return [x, padded[:, 1:-1, 2:], padded[:, 1:-1, :-2], padded[:, 2:, 1:-1], padded[:, :-2, 1:-1]]
 
 
+def reading_views(pixels: torch.Tensor, tta: bool = False) -> list[torch.Tensor]:
+    """Every view a batch is read in, each (B, 28, 28): of pixels (B, 28, 28) or (B, 784), the
+    batch itself; of (B, V, 28, 28), each of its V forms (``digits.data.normalise.readings``);
+    with ``tta``, each followed by its four shifted copies (:func:`tta_views`). View 0 is
+    always the first form as it is: the one the penultimate features are measured on."""
+    forms = list(pixels.unbind(1)) if pixels.dim() == 4 else [pixels]
+    return [view for form in forms for view in (tta_views(form) if tta else [form])]
+
+
 def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512,
                   device: torch.device | str | None = None, tta: bool = False,
                   precision: str = "fp32", progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """One model's class probabilities (N, 10) for images (N, 28, 28) of pixels 0-255: the pass
-    each member of a :class:`Predictor` makes (open a run directory with the Predictor, not
-    this). ``tta`` averages 5 shifted views; ``precision="bf16"`` runs the model under bf16
+    """One model's class probabilities (N, 10) for images (N, 28, 28) of pixels 0-255, or
+    (N, V, 28, 28) in V forms whose probabilities are averaged: the pass each member of a
+    :class:`Predictor` makes (open a run directory with the Predictor, not this). ``tta``
+    averages 5 shifted views of each form; ``precision="bf16"`` runs the model under bf16
     autocast. ``progress`` hears the number of images done after each batch.
 
     Batches of 512 stay in the CPU's caches (benchmarks/RESULTS.md has the figures)."""
@@ -48,7 +58,7 @@ def predict_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 512,
                     precision: str = "fp32", progress: Callable[[int], None] | None = None,
                     features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`predict_proba`'s probabilities and, with ``features``, the model's penultimate
-    features of each image as it is (not its shifted views), float32 (N, D), from the same pass
+    features of each image as it is (its first form, not shifted), float32 (N, D), from the same pass
     (see :func:`penultimate_features`); None without."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
@@ -61,7 +71,7 @@ def predict_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 512,
     with use_threads(1 if single else torch.get_num_threads()), penultimate_features(model, features) as seen:
         for start in range(0, len(pixels), batch_size):
             batch = pixels[start:start + batch_size].to(device)
-            views = tta_views(batch) if tta else [batch]
+            views = reading_views(batch, tta)
             with autocast(device, precision):
                 if len(views) > 1 and len(batch) * len(views) <= batch_size:
                     # A few images: one pass over all their views, not one pass per view. A
@@ -138,7 +148,8 @@ class Predictor:
     ensemble averaged, each in its own number format, with optional test-time augmentation.
 
     Each member reads its input as it trained: normalised (``digits.data.normalise``) when its
-    run says so, here and nowhere else in the torch path.
+    run says so, in each form that normalisation reads (``readings``), here and nowhere else in
+    the torch path.
 
     The probabilities are calibrated, here and nowhere else: each member's by its own
     temperature, and an ensemble's average by the ensemble's (``calibration``, which also holds
@@ -247,18 +258,17 @@ class Predictor:
         """The first member's penultimate features, float32 (N, D), of ``images`` (or of
         ``images[rows]``): what a rejector is fitted on and measures."""
         member = self.members[0]
-        pixels = self._normalised(as_pixels(images), member, {})
+        pixels = self._normalised(as_pixels(images), member, {})[:, 0]  # view 0: its first form
         return predict_outputs(member.model, pixels if rows is None else pixels[rows],
                                precision=member.precision, features=True)[1]
 
     @staticmethod
     def _normalised(pixels: np.ndarray, member: Member, done: dict[str, np.ndarray]) -> np.ndarray:
-        """``pixels`` as ``member`` trained on them (its run's normalisation), each setting once
-        however many members share it: ``done`` holds the ones made so far."""
-        if member.normalise == "none":
-            return pixels
+        """``pixels`` (N, 28, 28) in the forms ``member`` reads them in (its run's normalisation;
+        ``digits.data.normalise.readings``), (N, V, 28, 28), each setting once however many
+        members share it: ``done`` holds the ones made so far."""
         if member.normalise not in done:
-            done[member.normalise] = normalise(pixels, member.normalise)
+            done[member.normalise] = readings(pixels, member.normalise)
         return done[member.normalise]
 
     def predict_with_distance(self, images: np.ndarray, *, tta: bool | None = None,

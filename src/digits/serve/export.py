@@ -1,10 +1,12 @@
 """ONNX export: a run's model, or its whole ensemble, as model.onnx: uint8 pixels (N, 28, 28)
-in, probabilities out, and the first member's penultimate features (what the run's not-a-digit
+in (or (N, V, 28, 28), each digit in the V forms its run reads: ``digits.data.normalise.readings``),
+probabilities out, and the first member's penultimate features (what the run's not-a-digit
 rejector measures, in numpy, beside the graph).
 
-Scaling and normalisation are inside each model (``Classifier``); the softmax, the average over
-an ensemble's members, the optional test-time views and the run's temperatures are added here,
-so an ONNX consumer feeds raw pixels and reads calibrated probabilities with no other code.
+Scaling is inside each model (``Classifier``); the softmax, the average over the forms, the
+optional test-time views, an ensemble's members and the run's temperatures are added here, so an
+ONNX consumer feeds pixels and reads calibrated probabilities; a run trained under a normalisation
+is fed its forms (NumPy, ``readings``; the ONNX runtime does it), one without is fed raw pixels.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from digits.atomic import atomic_path
 from digits.errors import ServeError
 from digits.predict.calibration import FLOOR, Calibration, temperature_record
 from digits.predict.card import model_version
-from digits.predict.predictor import Predictor, penultimate_features, tta_views
+from digits.data.normalise import READINGS
+from digits.predict.predictor import Predictor, penultimate_features, reading_views
 from digits.serve.runtime import ONNX_CALIBRATION_KEY, ONNX_FEATURES, ONNX_FILE, ONNX_SOURCE_KEY, ONNX_TTA_KEY
 
 OPSET = 17  # onnxruntime >= 1.14 runs it; no op we need is newer
@@ -42,10 +45,10 @@ def _temper(proba: torch.Tensor, temperature: float, even_share: bool = False) -
 
 
 class _Averaged(nn.Module):
-    """Each member's softmax probabilities (with ``tta``, averaged over each image's five
-    views) calibrated by its temperature, then averaged over the members and calibrated by the
+    """Each member's softmax probabilities (averaged over each image's forms and, with ``tta``,
+    their five shifted views) calibrated by its temperature, then averaged over the members and calibrated by the
     ensemble's: what ``Predictor.predict_proba`` computes, as one graph; and the first member's
-    penultimate features of the image as it is (view 0), as ``Predictor.predict_with_distance``
+    penultimate features of the image's first form as it is (view 0), as ``Predictor.predict_with_distance``
     measures them."""
 
     def __init__(self, members: list[nn.Module], tta: bool, calibrations: list[Calibration],
@@ -57,7 +60,7 @@ class _Averaged(nn.Module):
         self.ensemble = ensemble or Calibration()
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        views = tta_views(pixels) if self.tta else [pixels]
+        views = reading_views(pixels, self.tta)
         probs = []
         with penultimate_features(self.members[0]) as seen:  # traced: the hook's tensor is an output
             for member, calibration in zip(self.members, self.calibrations):
@@ -71,7 +74,7 @@ class _Averaged(nn.Module):
 def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                 tta: bool | None = None) -> Path:
     """Write the model of ``run_dir`` as ONNX (default ``RUN_DIR/model.onnx``), atomically: one
-    graph, uint8 pixels (N, 28, 28) in, calibrated probabilities (N, 10) and the first member's
+    graph, uint8 pixels (N, 28, 28) in (or (N, V, 28, 28): the V forms the run reads), calibrated probabilities (N, 10) and the first member's
     penultimate features (N, D) out; an ensemble's
     graph averages its members. ``tta``: average the five shifted views too (default: what the run recorded).
 
@@ -86,7 +89,13 @@ def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
     calibrations = [m.calibration for m in predictor.members]
     ensemble = predictor.calibration if len(members) > 1 else None  # one model: its own, applied once
     wrapped = _Averaged(members, predictor.tta, calibrations, ensemble).eval()
-    example = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    forms = {len(READINGS[m.normalise]) for m in predictor.members}
+    if len(forms) > 1:  # one graph reads one input
+        raise ServeError(f"{run_dir}: its members read their input in different numbers of forms; "
+                         "one ONNX graph cannot read for them all")
+    count = forms.pop()
+    # One form: pixels (N, 28, 28) as any ONNX consumer has them; V forms: (N, V, 28, 28).
+    example = torch.zeros((2, 28, 28) if count == 1 else (2, count, 28, 28), dtype=torch.uint8)
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, chosen on purpose below
         # The shifted views' slices have a step the exporter cannot fold; they run as they are.

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from digits.data.normalise import normalise
+from digits.data.normalise import READINGS, readings
 from digits.errors import ServeError
 from digits.predict.calibration import Calibration, load_calibration, temperature_record
 from digits.predict.card import RunCard, read_card
@@ -93,8 +93,8 @@ class OnnxRuntime:
     """model.onnx (from ``digits export RUN_DIR --format onnx``) on ONNX Runtime's CPU provider:
     one model, or an ensemble exported as one graph that averages its members; the graph
     applies the run's temperatures, as the Predictor does (the unsure threshold is read from
-    calibration.json, without torch), and the input is normalised first when the run trained so,
-    by the same NumPy code the Predictor calls."""
+    calibration.json, without torch), and the input is put in the forms the run reads
+    (``digits.data.normalise.readings``) by the same NumPy code the Predictor calls."""
 
     name = "onnx"
 
@@ -140,7 +140,15 @@ class OnnxRuntime:
         if exported_with != temperatures:
             raise ServeError(f"{path}: exported with temperatures {exported_with}, but the run's "
                              f"calibration.json now says {temperatures}; export again")
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        # A run that reads each digit in one form takes pixels (batch, 28, 28); in V forms,
+        # (batch, V, 28, 28): an export from before the run read in V forms is refused.
+        self.forms = len(READINGS[self.normalise])
+        wanted = ["batch", 28, 28] if self.forms == 1 else ["batch", self.forms, 28, 28]
+        if len(graph_input.shape) != len(wanted) or list(graph_input.shape[1:]) != wanted[1:]:
+            raise ServeError(f"{path}: its graph reads pixels shaped {graph_input.shape}, but the run reads "
+                             f"each digit in {self.forms} form(s), shaped {wanted}; export again")
         self.rejector = load_rejector(run_dir)
         outputs = [o.name for o in self.session.get_outputs()]
         if self.rejector is not None and ONNX_FEATURES not in outputs:
@@ -152,7 +160,8 @@ class OnnxRuntime:
         return self.read(images)[0]
 
     def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        pixels = normalise(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 28, 28), self.normalise)
+        pixels = readings(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 28, 28), self.normalise)
+        pixels = pixels[:, 0] if self.forms == 1 else pixels
         found = self.session.run(self._outputs, {self.input_name: pixels})
         distance = self.rejector.distance(found[1]) if self.rejector is not None else None
         return found[0].astype(np.float32), distance
