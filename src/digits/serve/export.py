@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from digits.atomic import atomic_path
+from digits.data.normalise import READINGS
 from digits.errors import ServeError
 from digits.predict.calibration import FLOOR, Calibration, temperature_record
 from digits.predict.card import model_version
-from digits.data.normalise import READINGS
 from digits.predict.predictor import Predictor, penultimate_features, reading_views
 from digits.serve.runtime import ONNX_CALIBRATION_KEY, ONNX_FEATURES, ONNX_FILE, ONNX_SOURCE_KEY, ONNX_TTA_KEY
 
