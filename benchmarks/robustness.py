@@ -46,6 +46,7 @@ from digits.atomic import output_kind, write_text  # noqa: E402
 from digits.data.dataset import DigitSet  # noqa: E402
 from digits.data.identity import image_hashes, read_fingerprint, rows_hash  # noqa: E402
 from digits.data.kaggle import load_kaggle_csv  # noqa: E402
+from digits.data.normalise import READINGS, normalise  # noqa: E402
 from digits.data.prepare import load_standard_split  # noqa: E402
 from digits.data.submission import read_submission  # noqa: E402
 from digits.errors import DataError, DigitsError, RunError  # noqa: E402
@@ -117,9 +118,12 @@ def run_fingerprint(run_dir: Path) -> np.ndarray:
     return np.unique(np.concatenate(parts))
 
 
-def open_run(run_dir: Path, device: torch.device) -> Reader:
-    """A run directory as a Reader: its probabilities come from ``digits.predict.predictor``."""
-    from digits.predict.predictor import Predictor
+def open_run(run_dir: Path, device: torch.device, one_form: bool = False) -> list[Reader]:
+    """A run directory as a Reader: its probabilities come from ``digits.predict.predictor``.
+    With ``one_form``, a run whose members read each digit in several forms
+    (``digits.data.normalise.READINGS``) comes a second time, read in the first form only
+    (MNIST's): a peer beside it."""
+    from digits.predict.predictor import Member, Predictor
 
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
@@ -130,7 +134,15 @@ def open_run(run_dir: Path, device: torch.device) -> Reader:
     what = f"{config.get('model', '?')}, {epochs} epoch{'' if epochs == 1 else 's'}"
     if len(predictor.members) > 1:
         what += f", {len(predictor.members)} members"
-    return Reader(run_dir.name, "run", what, predictor.predict_proba, fingerprint, run_dir)
+    readers = [Reader(run_dir.name, "run", what, predictor.predict_proba, fingerprint, run_dir)]
+    forms = {READINGS[m.normalise] for m in predictor.members}
+    if one_form and len(forms) == 1 and len(first := forms.pop()) > 1:
+        # The same members and temperatures, fed the first form already made: they read nothing else.
+        members = [Member(m.model, m.architecture, m.precision, m.calibration, "none") for m in predictor.members]
+        single = Predictor(members, predictor.tta, calibration=predictor.calibration)
+        readers.append(Reader(f"{run_dir.name}, {first[0]} form only", "peer", what,
+                              lambda images: single.predict_proba(normalise(images, first[0])), fingerprint))
+    return readers
 
 
 def training_rows(run_dir: Path, train_file: Path | None) -> DigitSet:
@@ -390,6 +402,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers", action="store_true",
                         help="also train the published one-epoch recipe and the tutorial MLP (plain PyTorch) "
                              "on the first run's training rows, and test them side by side")
+    parser.add_argument("--one-form", action="store_true",
+                        help="also read each run that reads a digit in several forms (MNIST's and as it "
+                             "stands) in MNIST's form only, side by side")
     parser.add_argument("--train", type=Path, metavar="FILE",
                         help="the first run's training file (train.csv, or mnist-standard.npz for a run on "
                              "the standard split), where its config.json's path does not find it")
@@ -434,7 +449,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     results = None if args.no_record else args.results
     for target in (out, png, *(run_dir / RESULT_FILE for run_dir in args.runs), *filter(None, [results])):
         output_kind(target)  # a folder or a path under a file: refused now, not after all the work
-    readers = [open_run(run_dir, device) for run_dir in args.runs]
+    readers = [reader for run_dir in args.runs for reader in open_run(run_dir, device, args.one_form)]
     if args.peers:
         readers += train_peers(training_rows(args.runs[0], args.train), args.seed, log)
     images, labels, where = candidate_rows(args.data, args.heldout)

@@ -324,3 +324,24 @@ def test_an_output_under_a_file_is_refused_before_any_work_and_nothing_is_writte
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(blocker) in err
     assert sorted(p.name for p in trained_run.iterdir()) == before
+
+
+def test_a_run_that_reads_two_forms_is_read_in_mnist_form_only_beside_it(mixed_data, tmp_path, capsys):
+    import robustness
+
+    from digits.cli import main
+
+    run = tmp_path / "normalised"
+    assert main(["train", "--train", str(FIXTURES / "train.csv"), "--epochs", "1", "--normalise", "mnist",
+                 "--no-report", "--quiet", "--out", str(run)]) == 0
+    out = tmp_path / "robustness.json"
+    assert robustness.main([str(run), "--one-form", "--data", str(mixed_data), "--limit", "20",
+                            "--out", str(out), "--no-record"]) == 0
+    models = json.loads(out.read_text())["models"]
+    assert [(m["name"], m["kind"]) for m in models] == [("normalised", "run"), ("normalised, mnist form only", "peer")]
+    # The same weights, read two ways: alike on clean digits, apart where a line or an outline widens the box.
+    assert models[0]["accuracy"]["clean"] == pytest.approx(models[1]["accuracy"]["clean"], abs=0.1)
+    assert models[0]["accuracy"] != models[1]["accuracy"]
+    in_run = json.loads((run / "robustness.json").read_text())
+    assert in_run["accuracy"] == models[0]["accuracy"]
+    assert [p["name"] for p in in_run["peers"]] == ["normalised, mnist form only"]
