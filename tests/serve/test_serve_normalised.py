@@ -48,18 +48,16 @@ def test_the_graph_of_a_normalised_run_reads_each_digit_in_both_its_forms(normal
 def test_an_export_that_reads_one_form_is_refused_for_a_run_that_reads_two(normalised_run, tmp_path,
                                                                           monkeypatch):
     pytest.importorskip("onnxruntime")
+    import shutil
+
     from digits.data.normalise import READINGS
     from digits.errors import ServeError
     from digits.serve.export import export_onnx
     from digits.serve.runtime import load_runtime
 
-    with monkeypatch.context() as before:  # an export from before the run read in two forms
+    run = shutil.copytree(normalised_run, tmp_path / "run")
+    with monkeypatch.context() as before:  # exported as before the run read in two forms
         before.setitem(READINGS, "mnist", ("mnist",))
-        old = export_onnx(normalised_run, tmp_path / "model.onnx")
-    (tmp_path / "run").mkdir()
-    for part in normalised_run.iterdir():
-        if part.is_file() and part.name != "model.onnx":
-            (tmp_path / "run" / part.name).write_bytes(part.read_bytes())
-    old.rename(tmp_path / "run" / "model.onnx")
+        export_onnx(run)
     with pytest.raises(ServeError, match="export again"):
-        load_runtime(tmp_path / "run", "onnx")
+        load_runtime(run, "onnx")

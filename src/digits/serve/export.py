@@ -46,10 +46,10 @@ def _temper(proba: torch.Tensor, temperature: float, even_share: bool = False) -
 
 class _Averaged(nn.Module):
     """Each member's softmax probabilities (averaged over each image's forms and, with ``tta``,
-    their five shifted views) calibrated by its temperature, then averaged over the members and calibrated by the
-    ensemble's: what ``Predictor.predict_proba`` computes, as one graph; and the first member's
-    penultimate features of the image's first form as it is (view 0), as ``Predictor.predict_with_distance``
-    measures them."""
+    their five shifted views) calibrated by its temperature, then averaged over the members and
+    calibrated by the ensemble's: what ``Predictor.predict_proba`` computes, as one graph; and
+    the first member's penultimate features of the image's first form as it is (view 0), as
+    ``Predictor.predict_with_distance`` measures them."""
 
     def __init__(self, members: list[nn.Module], tta: bool, calibrations: list[Calibration],
                  ensemble: Calibration | None = None) -> None:
@@ -74,9 +74,10 @@ class _Averaged(nn.Module):
 def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                 tta: bool | None = None) -> Path:
     """Write the model of ``run_dir`` as ONNX (default ``RUN_DIR/model.onnx``), atomically: one
-    graph, uint8 pixels (N, 28, 28) in (or (N, V, 28, 28): the V forms the run reads), calibrated probabilities (N, 10) and the first member's
-    penultimate features (N, D) out; an ensemble's
-    graph averages its members. ``tta``: average the five shifted views too (default: what the run recorded).
+    graph, uint8 pixels (N, 28, 28) in (or (N, V, 28, 28): the V forms the run reads),
+    calibrated probabilities (N, 10) and the first member's penultimate features (N, D) out; an
+    ensemble's graph averages its members. ``tta``: average the five shifted views too (default:
+    what the run recorded).
 
     The file records the weights' version and the temperatures in its metadata, so the ONNX
     runtime can refuse an export that no longer matches the run's weights or calibration.
