@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from digits.data.normalise import check_normalisation, readings
+from digits.data.normalise import READINGS, check_normalisation, normalise, readings
 from digits.errors import ModelError
 from digits.hardware import hardware, use_threads
 from digits.precision import autocast
@@ -243,7 +243,7 @@ class Predictor:
         indexes = list(rows) if rows is not None else [None] * len(self.members)
         if len(indexes) != len(self.members):
             raise ModelError(f"rows for {len(indexes)} members, but the predictor has {len(self.members)}")
-        out, first, before, normalised = [], None, 0, {"none": pixels}
+        out, first, before, normalised = [], None, 0, {}
         for i, (member, index) in enumerate(zip(self.members, indexes)):
             mine = self._normalised(pixels, member, normalised)
             mine = mine if index is None else mine[index]
@@ -258,7 +258,7 @@ class Predictor:
         """The first member's penultimate features, float32 (N, D), of ``images`` (or of
         ``images[rows]``): what a rejector is fitted on and measures."""
         member = self.members[0]
-        pixels = self._normalised(as_pixels(images), member, {})[:, 0]  # view 0: its first form
+        pixels = normalise(as_pixels(images), READINGS[member.normalise][0])  # view 0's form, the first
         return predict_outputs(member.model, pixels if rows is None else pixels[rows],
                                precision=member.precision, features=True)[1]
 
@@ -267,6 +267,8 @@ class Predictor:
         """``pixels`` (N, 28, 28) in the forms ``member`` reads them in (its run's normalisation;
         ``digits.data.normalise.readings``), (N, V, 28, 28), each setting once however many
         members share it: ``done`` holds the ones made so far."""
+        if member.normalise == "none":
+            return pixels[:, None]  # its one form, the pixels themselves: a view, no copy
         if member.normalise not in done:
             done[member.normalise] = readings(pixels, member.normalise)
         return done[member.normalise]

@@ -16,16 +16,24 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from digits.atomic import atomic_path
-from digits.data.normalise import READINGS
 from digits.errors import ServeError
 from digits.predict.calibration import FLOOR, Calibration, temperature_record
 from digits.predict.card import model_version
 from digits.predict.predictor import Predictor, penultimate_features, reading_views
-from digits.serve.runtime import ONNX_CALIBRATION_KEY, ONNX_FEATURES, ONNX_FILE, ONNX_SOURCE_KEY, ONNX_TTA_KEY
+from digits.serve.runtime import (
+    ONNX_CALIBRATION_KEY,
+    ONNX_FEATURES,
+    ONNX_FILE,
+    ONNX_SOURCE_KEY,
+    ONNX_TTA_KEY,
+    graph_pixels,
+    one_normalisation,
+)
 
 OPSET = 17  # onnxruntime >= 1.14 runs it; no op we need is newer
 FORMATS = ("onnx",)
@@ -90,13 +98,8 @@ def export_onnx(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
     calibrations = [m.calibration for m in predictor.members]
     ensemble = predictor.calibration if len(members) > 1 else None  # one model: its own, applied once
     wrapped = _Averaged(members, predictor.tta, calibrations, ensemble).eval()
-    forms = {len(READINGS[m.normalise]) for m in predictor.members}
-    if len(forms) > 1:  # one graph reads one input
-        raise ServeError(f"{run_dir}: its members read their input in different numbers of forms; "
-                         "one ONNX graph cannot read for them all")
-    count = forms.pop()
-    # One form: pixels (N, 28, 28) as any ONNX consumer has them; V forms: (N, V, 28, 28).
-    example = torch.zeros((2, 28, 28) if count == 1 else (2, count, 28, 28), dtype=torch.uint8)
+    normalisation = one_normalisation(run_dir, [m.normalise for m in predictor.members])
+    example = torch.from_numpy(graph_pixels(np.zeros((2, 28, 28), np.uint8), normalisation))
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, chosen on purpose below
         # The shifted views' slices have a step the exporter cannot fold; they run as they are.

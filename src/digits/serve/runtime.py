@@ -89,6 +89,24 @@ def load_runtime(run_dir: str | os.PathLike[str], kind: str = "torch") -> Runtim
     raise ServeError(f"unknown runtime {kind!r}; choose one of {', '.join(RUNTIMES)}")
 
 
+def one_normalisation(run_dir: str | os.PathLike[str], normalisations: list[str]) -> str:
+    """The one input normalisation all the members of ``run_dir`` trained under, or a ServeError:
+    one ONNX graph reads one input."""
+    found = sorted(set(normalisations))
+    if len(found) > 1:
+        raise ServeError(f"{run_dir}: its members trained under different input normalisations "
+                         f"({', '.join(found)}); one ONNX graph cannot read for them all")
+    return found[0]
+
+
+def graph_pixels(images: np.ndarray, normalise: str) -> np.ndarray:
+    """uint8 pixels as the exported graph of a run trained under ``normalise`` takes them: each
+    digit in the forms the run reads (``digits.data.normalise.readings``), (N, V, 28, 28), or
+    (N, 28, 28) where it reads one form only, as any ONNX consumer holds its pixels."""
+    forms = readings(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 28, 28), normalise)
+    return forms[:, 0] if forms.shape[1] == 1 else forms
+
+
 class OnnxRuntime:
     """model.onnx (from ``digits export RUN_DIR --format onnx``) on ONNX Runtime's CPU provider:
     one model, or an ensemble exported as one graph that averages its members; the graph
@@ -108,11 +126,7 @@ class OnnxRuntime:
         models = run_models(run_dir)
         members = len(models.model_dirs)
         member_calibrations = [load_calibration(d) for d in models.model_dirs]
-        normalisations = sorted({recorded_normalisation(d) for d in models.model_dirs})
-        if len(normalisations) > 1:  # one graph reads one input
-            raise ServeError(f"{run_dir}: its members trained under different input normalisations "
-                             f"({', '.join(normalisations)}); one ONNX graph cannot read for them all")
-        self.normalise = normalisations[0]
+        self.normalise = one_normalisation(run_dir, [recorded_normalisation(d) for d in models.model_dirs])
         ensemble = load_calibration(run_dir) if models.kind == "ensemble" else None
         # Of the whole, as the Predictor's: an ensemble's own, or its one model's.
         self.calibration = member_calibrations[0] if ensemble is None else ensemble
@@ -142,13 +156,12 @@ class OnnxRuntime:
                              f"calibration.json now says {temperatures}; export again")
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
-        # A run that reads each digit in one form takes pixels (batch, 28, 28); in V forms,
-        # (batch, V, 28, 28): an export from before the run read in V forms is refused.
-        self.forms = len(READINGS[self.normalise])
-        wanted = ["batch", 28, 28] if self.forms == 1 else ["batch", self.forms, 28, 28]
-        if len(graph_input.shape) != len(wanted) or list(graph_input.shape[1:]) != wanted[1:]:
+        # An export from before the run read each digit in its forms takes another shape.
+        wanted = ["batch", *graph_pixels(np.zeros((1, 28, 28), np.uint8), self.normalise).shape[1:]]
+        if list(graph_input.shape) != wanted:
             raise ServeError(f"{path}: its graph reads pixels shaped {graph_input.shape}, but the run reads "
-                             f"each digit in {self.forms} form(s), shaped {wanted}; export again")
+                             f"each digit in {len(READINGS[self.normalise])} form(s), shaped {wanted}; "
+                             "export again")
         self.rejector = load_rejector(run_dir)
         outputs = [o.name for o in self.session.get_outputs()]
         if self.rejector is not None and ONNX_FEATURES not in outputs:
@@ -160,9 +173,7 @@ class OnnxRuntime:
         return self.read(images)[0]
 
     def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        pixels = readings(np.ascontiguousarray(images, dtype=np.uint8).reshape(-1, 28, 28), self.normalise)
-        pixels = pixels[:, 0] if self.forms == 1 else pixels
-        found = self.session.run(self._outputs, {self.input_name: pixels})
+        found = self.session.run(self._outputs, {self.input_name: graph_pixels(images, self.normalise)})
         distance = self.rejector.distance(found[1]) if self.rejector is not None else None
         return found[0].astype(np.float32), distance
 
