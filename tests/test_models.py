@@ -67,3 +67,42 @@ def test_models_command_lists_parameter_counts(cli):
     result = cli("models")
     assert result.code == 0
     assert "tutorial-mlp" in result.out and "25,450" in result.out
+
+
+def test_dropout_on_the_cpu_drops_its_share_scales_the_rest_and_keeps_the_layout():
+    from digits.models.layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.2).train()
+    x = torch.ones(64, 32, 12, 12, dtype=torch.bfloat16).to(memory_format=torch.channels_last).requires_grad_()
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005           # 294,912 draws: within 0.5 points
+    assert torch.allclose(y[kept].float(), torch.tensor(1 / 0.8))  # the kept values scaled up
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)                           # the gradient passes where the mask kept
+
+
+def test_dropout_draws_from_the_seeded_generator_and_does_nothing_in_eval():
+    from digits.models.layers import Dropout
+
+    x = torch.randn(1000, 128)
+    drop = Dropout(0.5)
+    torch.manual_seed(3)
+    first = drop(x)
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), first)
+    rows_alike = (first[0] != 0) == (first[1] != 0)
+    assert 0.4 < rows_alike.float().mean() < 0.6                    # each element drawn on its own
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_dropout_is_torchs_own_where_it_is_fast_already():
+    from digits.models.layers import Dropout
+
+    x = torch.randn(8, 28)[:, ::2]  # a strided view: no layout the mask can copy
+    torch.manual_seed(1)
+    ours = Dropout(0.3)(x)
+    torch.manual_seed(1)
+    assert torch.equal(ours, torch.nn.functional.dropout(x, 0.3, training=True))
