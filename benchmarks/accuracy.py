@@ -27,6 +27,7 @@ from digits.data.dataset import DigitSet
 from digits.data.kaggle import load_kaggle_csv
 from digits.data.prepare import load_standard_split
 from digits.data.submission import read_submission, score_submission, write_submission
+from digits.hardware import hardware
 from digits.jsonfile import write_json
 from digits.models.registry import count_parameters, create_model
 from digits.predict.calibrate import calibrate_run
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.preset:
         preset = load_preset(name)
-        base = preset.config_for(resolve_device(preset.config.device))
+        device = resolve_device(preset.config.device)
+        base = preset.config_for(device)
         for split in splits:
             if split == "kaggle" and isinstance(data, dict):
                 train, test_images, test_labels = data["train"], data["test"], None
@@ -120,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.seeds):
                 config = base.replace(seed=base.seed + 100 * seed, epochs=args.epochs)
                 config = config.replace(**{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.set)})
-                spec = EnsembleSpec(config, args.members or preset.members, preset.bagging, preset.tta,
-                                    args.workers or preset.workers)
+                spec = EnsembleSpec(config, args.members or preset.members_for(hardware(device)), preset.bagging,
+                                    preset.tta, args.workers or preset.workers, variants=preset.variants)
                 run_dir = Path(args.runs) / f"{name}-{split}-seed{seed}"
                 print(f"{name} on the {split} split, run {seed + 1}/{args.seeds} -> {run_dir}", flush=True)
                 seconds, predictor = run_one(spec, train, run_dir)

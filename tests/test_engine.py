@@ -15,7 +15,7 @@ from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DigitsError, DigitsWarning
 from digits.models.registry import create_model
 from digits.predict.predictor import Predictor, predict_proba, tta_views
-from digits.presets import list_presets, load_preset
+from digits.presets import list_presets, load_preset, training_plan
 from digits.train.augment import random_affine
 from digits.train.config import TrainConfig
 from digits.train.ensemble import EnsembleSpec, member_split, train_ensemble
@@ -157,8 +157,47 @@ def test_cpu_best_reads_like_the_app_and_keeps_rows_for_its_calibration_where_bf
     assert set(plain.augment) == {"rotation", "zoom", "shift"} and plain.outlier_exposure == 0
 
 
+def test_an_ensembles_members_train_their_variants_in_turn_on_top_of_the_recipe(tmp_path, digits_800):
+    config = TrainConfig(model="softmax", epochs=1, augment={"rotation": 10.0}, seed=7)
+    spec = EnsembleSpec(config, members=3, variants=({}, {"augment": {"erasing": 0.5}, "lr": 0.01}))
+    first, second, third = (spec.member_config(i) for i in range(3))
+    assert (first.augment, first.lr, first.seed) == ({"rotation": 10.0}, config.lr, 7)
+    assert (second.augment, second.lr, second.seed) == ({"rotation": 10.0, "erasing": 0.5}, 0.01, 8)
+    assert (third.augment, third.seed) == (first.augment, 9)  # the variants come round again
+    train_ensemble(spec, digits_800.subset(slice(0, 200)), tmp_path / "run")
+    recorded = [json.loads((tmp_path / "run" / f"members/0{i}/config.json").read_text())["train"] for i in (1, 2, 3)]
+    assert [r["augment"] for r in recorded] == [first.augment, second.augment, third.augment]
+    # ensemble.json keeps the variants: a resumed run or another --members job trains the same members.
+    assert json.loads((tmp_path / "run" / "ensemble.json").read_text())["variants"] == [{}, {"augment": {"erasing": 0.5},
+                                                                                           "lr": 0.01}]
+
+
+def test_a_preset_gives_its_members_variants_and_fewer_members_where_an_epoch_takes_longer(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[train]\nmodel = "fast-cnn"\n\n[ensemble]\nmembers = 2\n'
+                    'variants = [{}, { augment = { erasing = 0.5 } }]\n\n[cpu.emulated-bf16]\nmembers = 1\n')
+    preset = load_preset(path)
+    assert preset.variants == ({}, {"augment": {"erasing": 0.5}})
+    assert (preset.members_for(AMX_CPU), preset.members_for(AVX2_CPU)) == (2, 1)
+    assert "members" not in preset.settings_for(AVX2_CPU)
+    path.write_text('[ensemble]\nvariants = [{ augment = { erasin = 0.5 } }]\n')
+    with pytest.raises(DigitsError, match=r"p.toml: \[ensemble\] variant 1: unknown augmentation erasin"):
+        load_preset(path)
+    path.write_text('[cpu]\nmembers = 0\n')
+    with pytest.raises(DigitsError, match=r"\[cpu\]: members should be a whole number >= 1, found 0"):
+        load_preset(path)
+
+
+def test_cpu_robust_is_two_of_cpu_bests_readers_the_second_also_trained_with_random_erasing():
+    robust, best = load_preset("cpu-robust"), load_preset("cpu-best")
+    assert robust.members_for(AMX_CPU) == 2 and robust.variants == ({}, {"augment": {"erasing": 0.5}})
+    assert robust.config.replace(epochs=best.config.epochs) == best.config  # cpu-best's recipe, fewer epochs
+    spec = training_plan("cpu-robust", device="cpu")
+    assert spec.member_config(1).augment == best.config.augment | {"erasing": 0.5}
+
+
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(DigitsError, match="unknown preset 'turbo'; known presets: cpu-best, fast"):
+    with pytest.raises(DigitsError, match="unknown preset 'turbo'; known presets: cpu-best, cpu-robust, fast"):
         load_preset("turbo")
 
 
@@ -201,7 +240,7 @@ def test_every_preset_runs_on_cpu_for_a_few_batches(tmp_path, digits_800, name, 
     # The GPU presets too: what runs here is what a GPU runs, but for the [cuda] table.
     preset = load_preset(name)
     config = preset.config_for("cpu").replace(epochs=1, device="cpu")
-    spec = EnsembleSpec(config, members=min(preset.members, 2), bagging=preset.bagging)
+    spec = EnsembleSpec(config, members=min(preset.members, 2), bagging=preset.bagging, variants=preset.variants)
     metrics = train_ensemble(spec, digits_800.subset(slice(0, 300)), tmp_path / "run")
     assert metrics["members"] == spec.members and len(metrics["member_metrics"]) == spec.members
     probs = Predictor.open(tmp_path / "run").predict_proba(digits_800.images[:10])

@@ -131,7 +131,8 @@ def test_an_unknown_normalisation_is_a_one_line_error():
 
 
 @pytest.mark.parametrize("setting", [{"stroke": 1.0}, {"blur": 1.5}, {"contrast": 0.5}, {"noise": 0.2},
-                                     {"erase": 1.0}, {"rotation": 10.0, "stroke": 0.5, "noise": 0.1}])
+                                     {"erase": 1.0}, {"erasing": 1.0},
+                                     {"rotation": 10.0, "stroke": 0.5, "noise": 0.1}])
 def test_augmentation_changes_pixels_but_keeps_shape_dtype_and_range(digits28, setting):
     x = torch.from_numpy(digits28[:64])
     torch.manual_seed(0)
@@ -139,6 +140,17 @@ def test_augmentation_changes_pixels_but_keeps_shape_dtype_and_range(digits28, s
     assert y.shape == (64, 1, 28, 28) and y.dtype == torch.float32
     assert 0 <= float(y.min()) and float(y.max()) <= 255
     assert float((y[:, 0] - x.float()).abs().mean()) > 1.0
+
+
+def test_random_erasing_fills_one_rectangle_of_2_to_40_percent_of_the_image_with_noise():
+    torch.manual_seed(0)
+    y = augment_batch(torch.zeros(2000, 28, 28), erasing=1.0)[:, 0]
+    filled = y > 0
+    share = filled.float().mean(dim=(1, 2))
+    assert 0.005 < float(share.min()) and float(share.max()) < 0.5 and 0.18 < float(share.mean()) < 0.24  # whole pixels
+    rows, cols = filled.any(dim=2), filled.any(dim=1)  # one rectangle: its box is all it fills
+    box = rows.sum(1) * cols.sum(1)
+    assert float((filled.sum(dim=(1, 2)) / box).min()) > 0.98  # noise of 0 is rare, not a hole
 
 
 def test_photometric_changes_reach_only_their_share_of_the_images(digits28):

@@ -59,7 +59,7 @@ def run_training(plan: TrainConfig | EnsembleSpec, data: DigitSet, run_dir: str 
         metrics = train_ensemble(spec, data, run_dir, callbacks, data_source, log=log, resume=resume)
         result = EnsembleResult(Path(run_dir), metrics)
     else:
-        result = train_run(spec.config, data, run_dir, callbacks, data_source, resume=resume)
+        result = train_run(spec.member_config(0), data, run_dir, callbacks, data_source, resume=resume)
     draw_learning_curves(run_dir)  # each model's curves.png, from the history.csv training wrote
     # A complete run is calibrated on the rows it held out (an ensemble whose members other
     # --members jobs still train: by the job that finishes it). Here, above the train layer:

@@ -186,7 +186,7 @@ METRICS: dict[str, Spec] = {  # metrics.json of a run, the tutorial, an ensemble
     "mean_member_val_accuracy": Optional(float)}
 ENSEMBLE: dict[str, Spec] = {  # ensemble.json
     "members": ListOf(str, at_least=1), "tta": Optional(bool), "bagging": Optional(float), "train": TRAIN,
-    "environment": Optional(dict)}
+    "variants": Optional(ListOf(dict)), "environment": Optional(dict)}
 
 CALIBRATION: dict[str, Spec] = {  # calibration.json (digits.predict.calibration)
     "temperature": float, "unsure_below": float, "source": str, "measured": Optional(dict),

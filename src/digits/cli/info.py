@@ -64,7 +64,8 @@ def presets(args: argparse.Namespace, created: list[Path]) -> int:
                  f"[train] {settings_text(preset.config.to_dict())}"]
         if preset.members > 1:
             lines.append(f"[ensemble] members={preset.members}, bagging={preset.bagging}, "
-                         f"tta={json.dumps(preset.tta)}, workers={preset.workers}")
+                         f"tta={json.dumps(preset.tta)}, workers={preset.workers}"
+                         + (f", variants={json.dumps(list(preset.variants))}" if preset.variants else ""))
         lines += preset.device_tables()
         lines.append(f"here ({hw.describe()}): {here(preset)}")
         for line in lines:

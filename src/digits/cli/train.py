@@ -211,7 +211,8 @@ def _resume(args: argparse.Namespace) -> Path:
         recorded = read_json(run_dir / "ensemble.json", ENSEMBLE)
         config = digits.TrainConfig.from_dict(recorded["train"], f"{run_dir / 'ensemble.json'}: field 'train'")
         plan = EnsembleSpec(config, len(recorded["members"]), recorded.get("bagging") or 0.0,
-                            bool(recorded.get("tta")), args.workers or 1, part=args.members)
+                            bool(recorded.get("tta")), args.workers or 1, part=args.members,
+                            variants=tuple(recorded.get("variants") or ()))
         first = read_json(run_dir / recorded["members"][0] / "config.json", RESUMABLE_CONFIG)
         source = first["data"]["source"]
     else:

@@ -49,8 +49,8 @@ def calibrate_run(run_dir: str | os.PathLike[str], data: DigitSet, spec: Ensembl
     if data.labels is None:
         return None
     ensemble = spec.members > 1
-    rows = [held_out_rows(len(data), spec.config.val_split, spec.bagging if ensemble else 0.0,
-                          spec.config.seed + i) for i in range(spec.members)]
+    configs = [spec.member_config(i) for i in range(spec.members)]  # a member's variant may differ
+    rows = [held_out_rows(len(data), c.val_split, spec.bagging if ensemble else 0.0, c.seed) for c in configs]
     predictor = Predictor.open(run_dir, device)
     model_dirs = run_models(run_dir).model_dirs
     if len(model_dirs) != len(rows):
@@ -59,13 +59,13 @@ def calibrate_run(run_dir: str | os.PathLike[str], data: DigitSet, spec: Ensembl
     # Each member on its own, as it predicts alone: no test-time augmentation.
     raw = predictor.member_proba(data.images, rows=rows, tta=False, calibrated=False)
     # Only a model taught to spread what is no digit (outlier exposure) says "not a digit" of a spread
-    # reading; any other spreads its doubt between digits, and is unsure.
-    no_digit = spec.config.outlier_exposure > 0
-    # A loss that taught an even share over the digits (label smoothing, outlier exposure): each
-    # model's is taken out before its temperature. The ensemble's average is of those already.
-    even_share = no_digit or spec.config.label_smoothing > 0
-    members = [_fit(model_dir, proba, data.labels[mine], "validation", no_digit, even_share)
-               for model_dir, proba, mine in zip(model_dirs, raw, rows)]
+    # reading; any other spreads its doubt between digits, and is unsure. A loss that taught an even
+    # share over the digits (label smoothing, outlier exposure): each model's is taken out before its
+    # temperature. The ensemble's average is of those already.
+    members = [_fit(model_dir, proba, data.labels[mine], "validation", c.outlier_exposure > 0,
+                    c.outlier_exposure > 0 or c.label_smoothing > 0)
+               for model_dir, proba, mine, c in zip(model_dirs, raw, rows, configs)]
+    no_digit = any(c.outlier_exposure > 0 for c in configs)
     if not ensemble:
         return members[0]
     union = np.unique(np.concatenate(rows))

@@ -40,10 +40,20 @@ class Preset:
     # within a table, per class of hardware ("native-bf16", "emulated-bf16"): settings that
     # replace those. What is fastest differs: channels-last pays on a CPU with AMX, not on AVX2.
     on_device: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The ensemble's members, in turn, train with these settings on top (EnsembleSpec.variants).
+    variants: tuple[dict[str, Any], ...] = ()
 
     def settings_for(self, hw: Hardware) -> dict[str, Any]:
-        """The settings this preset changes on hardware ``hw``: its ``[cpu]``/``[cuda]``/``[mps]``
-        table, then that table's ``[cpu.native-bf16]`` or ``[cpu.emulated-bf16]`` sub-table."""
+        """The training settings this preset changes on hardware ``hw``: its ``[cpu]``/``[cuda]``/
+        ``[mps]`` table, then that table's ``[cpu.native-bf16]`` or ``[cpu.emulated-bf16]`` sub-table."""
+        return {k: v for k, v in self._table_for(hw).items() if k not in DEVICE_ENSEMBLE_SETTINGS}
+
+    def members_for(self, hw: Hardware) -> int:
+        """How many members the ensemble has on hardware ``hw``: a device table's ``members``, else
+        the ``[ensemble]`` table's (fewer where an epoch takes longer, to keep the preset's time)."""
+        return int(self._table_for(hw).get("members", self.members))
+
+    def _table_for(self, hw: Hardware) -> dict[str, Any]:
         table = dict(self.on_device.get(hw.kind, {}))
         classes = {name: table.pop(name) for name in HARDWARE_CLASSES if name in table}
         return table | classes.get(hw.bf16_class, {})
@@ -132,13 +142,14 @@ def training_plan(preset: str | os.PathLike[str] | Preset | None = None, *,
     resolve_model_args(config.model, **config.model_args)  # unknown model or argument: fail before any work
     config = resolve_config(config, resolve_device(config.device))  # the format this hardware runs
     ensemble = preset or Preset("", "", "", config)  # no preset: one member, no bagging, no TTA
-    return EnsembleSpec(config, members=members or ensemble.members,
+    return EnsembleSpec(config, members=members or ensemble.members_for(hardware(resolve_device(config.device))),
                         bagging=ensemble.bagging if bagging is None else bagging, tta=ensemble.tta,
-                        workers=workers or ensemble.workers, part=part)
+                        workers=workers or ensemble.workers, part=part, variants=ensemble.variants)
 
 
 DEVICE_TABLES = ("cpu", "cuda", "mps")
 HARDWARE_CLASSES = ("native-bf16", "emulated-bf16")
+DEVICE_ENSEMBLE_SETTINGS = ("members",)  # what a device table may set beside training settings
 
 
 def _from_dict(label: str, data: dict[str, Any]) -> Preset:
@@ -147,10 +158,15 @@ def _from_dict(label: str, data: dict[str, Any]) -> Preset:
         known = ", ".join(["description", "target", "[train]", "[ensemble]"] + [f"[{d}]" for d in DEVICE_TABLES])
         raise DigitsError(f"preset {label}: unknown key(s) {', '.join(unknown)}; known: {known}")
     ensemble = data.get("ensemble", {})
-    unknown = sorted(set(ensemble) - {"members", "bagging", "tta", "workers"})
+    unknown = sorted(set(ensemble) - {"members", "bagging", "tta", "workers", "variants"})
     if unknown:
         raise DigitsError(f"preset {label}: unknown [ensemble] setting(s) {', '.join(unknown)}")
     config = TrainConfig.from_dict(data.get("train", {}))
+    variants = ensemble.get("variants", [])
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise DigitsError(f"preset {label}: [ensemble] variants must be a list of tables of training settings")
+    for i, variant in enumerate(variants):
+        config.with_settings(variant, f"preset {label}: [ensemble] variant {i + 1}")
     on_device = {kind: data[kind] for kind in DEVICE_TABLES if kind in data}
     for kind, settings in on_device.items():
         if not isinstance(settings, dict):
@@ -163,13 +179,19 @@ def _from_dict(label: str, data: dict[str, Any]) -> Preset:
             if name in settings:
                 tables[f"{kind}.{name}"] = general | settings[name]
         for table, values in tables.items():
+            members = values.get("members", 1)
+            if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+                raise DigitsError(f"preset {label}: [{table}]: members should be a whole number >= 1, "
+                                  f"found {members!r}")
+            values = {k: v for k, v in values.items() if k not in DEVICE_ENSEMBLE_SETTINGS}
             try:  # fail at load, naming the table, rather than on the first run on that hardware
                 TrainConfig.from_dict(config.to_dict() | values)
             except DigitsError as exc:
                 raise DigitsError(f"preset {label}: [{table}]: {exc}") from None
     return Preset(Path(label).stem, data.get("description", ""), data.get("target", ""), config,
                   int(ensemble.get("members", 1)), float(ensemble.get("bagging", 0.0)),
-                  bool(ensemble.get("tta", False)), int(ensemble.get("workers", 1)), on_device)
+                  bool(ensemble.get("tta", False)), int(ensemble.get("workers", 1)), on_device,
+                  tuple(variants))
 
 
 def preset_toml(config: TrainConfig, description: str = "", target: str = "") -> str:

@@ -1,6 +1,7 @@
 """Augmentation on the device, a whole batch at a time: random rotation, zoom, shift and
 elastic distortion, as Keras' ImageDataGenerator draws them, and generic changes of how a digit
-is written and seen: stroke width, blur, contrast and background level, noise, erased lines.
+is written and seen: stroke width, blur, contrast and background level, noise, erased lines,
+Random Erasing.
 No per-sample Python. These are generic on purpose: the robustness benchmark's corruptions
 (benchmarks/corruptions.py) are never used in training."""
 
@@ -25,7 +26,7 @@ def augment_settings(strength: float) -> dict[str, float]:
 
 
 GEOMETRIC = ("rotation", "zoom", "shift", "elastic")
-PHOTOMETRIC = ("stroke", "blur", "contrast", "noise", "erase")
+PHOTOMETRIC = ("stroke", "blur", "contrast", "noise", "erase", "erasing")
 CHANCE = "photometric"  # the share of images the photometric changes are drawn for at all (default 1)
 
 
@@ -47,14 +48,15 @@ def augment_batch(pixels: torch.Tensor, **settings: float) -> torch.Tensor:
 
 
 def random_photometric(x: torch.Tensor, stroke: float = 0.0, blur: float = 0.0, contrast: float = 0.0,
-                       noise: float = 0.0, erase: float = 0.0) -> torch.Tensor:
+                       noise: float = 0.0, erase: float = 0.0, erasing: float = 0.0) -> torch.Tensor:
     """Float pixels (B, 1, 28, 28), 0-255 -> the same shape, each image drawn on its own:
 
     ``stroke``: the chance of a stroke one pixel wider or thinner (3x3 max/min-pool), either
     way at even odds; ``blur``: Gaussian blur of sigma U[0, blur] pixels; ``contrast``: ink
     scaled by U[1 - c, 1] and a background level U[0, c] * 255 added (clipped); ``noise``:
     Gaussian noise of sigma U[0, noise] * 255; ``erase``: the chance of a random line of one or
-    two pixels set to black or white across the image. 0 = off.
+    two pixels set to black or white across the image; ``erasing``: the chance of Random Erasing
+    (:func:`_random_erasing`). 0 = off.
     """
     b, dev = x.shape[0], x.device
     if stroke:
@@ -70,6 +72,8 @@ def random_photometric(x: torch.Tensor, stroke: float = 0.0, blur: float = 0.0, 
         x = (x * scale + level).clamp(0, 255)
     if erase:
         x = _random_lines(x, erase)
+    if erasing:
+        x = _random_erasing(x, erasing)
     if noise:
         sigma = torch.rand(b, 1, 1, 1, device=dev) * noise * 255
         x = (x + torch.randn_like(x) * sigma).clamp(0, 255)
@@ -103,6 +107,23 @@ def _random_lines(x: torch.Tensor, chance: float) -> torch.Tensor:
     on = (distance < width) & (torch.rand(b, 1, 1, device=dev) < chance)
     value = (torch.rand(b, 1, 1, device=dev) < 0.5).to(x.dtype) * 255
     return torch.where(on.unsqueeze(1), value.unsqueeze(1), x)
+
+
+def _random_erasing(x: torch.Tensor, chance: float, areas: tuple[float, float] = (0.02, 0.4),
+                    aspect: float = 3.3) -> torch.Tensor:
+    """Random Erasing (Zhong et al. 2017), with its published defaults: with probability
+    ``chance`` per image, a rectangle of ``areas`` of the image (aspect ratio log-uniform in
+    [1/aspect, aspect]) filled with uniform random pixels: a digit partly hidden or scribbled over."""
+    b, dev = x.shape[0], x.device
+    area = (areas[0] + torch.rand(b, device=dev) * (areas[1] - areas[0])) * 28 * 28
+    ratio = torch.exp((torch.rand(b, device=dev) * 2 - 1) * math.log(aspect))
+    h, w = (area * ratio).sqrt().clamp(1, 28), (area / ratio).sqrt().clamp(1, 28)
+    top, left = torch.rand(b, device=dev) * (28 - h), torch.rand(b, device=dev) * (28 - w)
+    coords = torch.arange(28, device=dev, dtype=x.dtype)
+    rows = (coords[None, :] >= top[:, None]) & (coords[None, :] < (top + h)[:, None])    # (B, 28)
+    cols = (coords[None, :] >= left[:, None]) & (coords[None, :] < (left + w)[:, None])
+    on = rows[:, :, None] & cols[:, None, :] & (torch.rand(b, 1, 1, device=dev) < chance)
+    return torch.where(on.unsqueeze(1), torch.rand_like(x) * 255, x)
 
 
 def random_affine(pixels: torch.Tensor, rotation: float = 0.0, zoom: float = 0.0, shift: float = 0.0,

@@ -13,7 +13,8 @@ from digits.hardware import PRECISIONS
 
 # Every augmentation digits.train.augment draws, each by its strength (named here so a config is checked
 # without torch).
-AUGMENTATIONS = ("rotation", "zoom", "shift", "elastic", "noise", "blur", "contrast", "stroke", "erase", "photometric")
+AUGMENTATIONS = ("rotation", "zoom", "shift", "elastic", "noise", "blur", "contrast", "stroke", "erase", "erasing",
+                 "photometric")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,16 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied; ``None`` values keep the current setting."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def with_settings(self, settings: dict[str, Any], origin: str = "") -> TrainConfig:
+        """A copy with ``settings`` on top, checked as :meth:`from_dict` checks a file's: their
+        ``augment`` and ``model_args`` entries are added to these, every other setting replaces
+        its own (an ensemble member's variant: ``{"augment": {"erasing": 0.5}}``)."""
+        values = self.to_dict()
+        for key, value in settings.items():
+            merged = key in ("augment", "model_args") and isinstance(value, dict)
+            values[key] = values[key] | value if merged else value
+        return TrainConfig.from_dict(values, origin)
 
     def on_device(self, kind: str) -> TrainConfig:
         """The settings as they take effect on a device of ``kind`` ("cpu", "cuda", "mps"):

@@ -1,4 +1,5 @@
-"""Ensembles: N members with different seeds (and, optionally, bagged splits) in one run directory.
+"""Ensembles: N members with different seeds (and, optionally, bagged splits or settings of their
+own, the spec's ``variants``) in one run directory.
 
 ``run_dir/members/NN/`` is a complete run directory per member; ``run_dir/ensemble.json`` lists
 them. ``digits predict`` averages the members' probabilities. On a GPU several members train
@@ -44,6 +45,10 @@ class EnsembleSpec:
     tta: bool = False
     workers: int = 1
     part: tuple[int, int] | None = None  # members[start:end] this job trains (--members); None: all
+    # Settings of its own for each member, in turn: member i trains with variants[i % len(variants)]
+    # on top of ``config`` (TrainConfig.with_settings). Members that learn under different generic
+    # augmentations fail on different pictures, so their average fails on fewer.
+    variants: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.part is not None:
@@ -51,6 +56,15 @@ class EnsembleSpec:
             if not 0 <= start < end <= self.members:
                 raise DigitsError(f"--members {start}:{end}: expected START:END with 0 <= START < END <= "
                                   f"{self.members}, the ensemble's size (members are counted from 0)")
+        for i in range(min(self.members, len(self.variants))):  # a bad variant fails before any work
+            self.member_config(i)
+
+    def member_config(self, index: int) -> TrainConfig:
+        """What member ``index`` (from 0) trains: the config with its variant on top, seed + index."""
+        variant = self.variants[index % len(self.variants)] if self.variants else {}
+        config = (self.config.with_settings(variant, f"ensemble variant {index % len(self.variants) + 1}")
+                  if variant else self.config)
+        return config.replace(seed=self.config.seed + index)
 
 
 def bagged_rows(rows: int, bagging: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +116,7 @@ def train_ensemble(spec: EnsembleSpec, data: DigitSet, run_dir: str | os.PathLik
     mine = range(*spec.part) if spec.part else range(spec.members)
     fresh = spec.part is not None and not resume  # a new --members job: its members must all be new
     todo = [i for i in mine if fresh or not member_finished(run_dir / names[i])]
-    configs = {i: spec.config.replace(seed=spec.config.seed + i) for i in todo}
+    configs = {i: spec.member_config(i) for i in todo}
     with claimed_members([run_dir / names[i] for i in todo], fresh=fresh):
         results = _train_members(spec, data, run_dir, names, configs, callbacks, source, identity, log)
     return _ensemble_metrics(spec, run_dir, names, [i for i in mine if i not in todo], results)
@@ -160,8 +174,9 @@ def member_names(members: int) -> list[str]:
 def describe_ensemble(spec: EnsembleSpec) -> dict[str, Any]:
     """ensemble.json: fully determined by the resolved settings (no machine, no time), so that
     every ``--members`` job of one ensemble writes the same file."""
-    return {"members": member_names(spec.members), "tta": spec.tta, "bagging": spec.bagging,
-            "train": spec.config.to_dict()}
+    described = {"members": member_names(spec.members), "tta": spec.tta, "bagging": spec.bagging,
+                 "train": spec.config.to_dict()}
+    return described | ({"variants": list(spec.variants)} if spec.variants else {})
 
 
 class _AlreadyWritten(Exception):
