@@ -10,9 +10,6 @@ Groups (``--only``, default all):
            Baseline: the recipe.
   predict  ``digits predict`` on the 28,000 test rows as a whole process, the model alone
            on the same rows, and single-image latency.
-  step     60 training steps of ``cpu-best`` as this machine trains it (kaggle-cnn, its
-           augmentation, outlier exposure and precision), on the Kaggle rows: with digits'
-           Dropout and with torch's ``nn.Dropout`` in its place. Baseline: ``nn.Dropout``.
 
 Each repetition runs every contender of a group once, in turn, so a noisy shared machine
 slows all of them alike; the tables report medians. Results are appended to
@@ -279,53 +276,6 @@ def bench_cnn(data_dir: Path, args: argparse.Namespace) -> str:
     return text + "".join(f"\n- {n}" for n in notes) + "\n"
 
 
-# --- one training step of cpu-best ----------------------------------------------------
-
-STEPS = 60
-
-
-def with_torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` with every digits Dropout replaced by torch's own, of the same chance."""
-    for name, child in model.named_children():
-        if isinstance(child, torch.nn.Dropout):
-            setattr(model, name, torch.nn.Dropout(child.p))
-        else:
-            with_torch_dropout(child)
-    return model
-
-
-def preset_steps(train: DigitSet, torch_dropout: bool) -> Callable[[int], Measurement]:
-    """``STEPS`` optimizer steps of cpu-best through the general engine, as ``digits train`` runs them."""
-    from digits.data.normalise import normalise_set
-    from digits.presets import load_preset
-
-    device = torch.device("cpu")
-    config = load_preset("cpu-best").config_for(device)
-    tensors = TensorSet.from_digits(normalise_set(train, config.normalise) if config.normalise != "none" else train,
-                                    device)
-
-    def run(seed: int) -> Measurement:
-        seed_everything(max(seed, 0))
-        model = create_model(config.model, **config.model_args).to(memory_format=torch.channels_last)
-        model = with_torch_dropout(model) if torch_dropout else model
-        engine = AutogradEngine([model], tensors, config)
-        rates = StepRates(config, engine.steps).next_epoch()
-        order = torch.randperm(len(tensors))[:STEPS * config.batch_size]
-        started, cpu = time.perf_counter(), time.process_time()
-        engine.run_epoch(order, rates, lambda _: None)
-        return Measurement(time.perf_counter() - started, cpu_seconds=time.process_time() - cpu)
-    return run
-
-
-def bench_step(data: Kaggle, args: argparse.Namespace) -> str:
-    contenders = [Contender("kaggle-cnn with torch's nn.Dropout", preset_steps(data.train, torch_dropout=True)),
-                  Contender("kaggle-cnn with digits' Dropout (shipped)", preset_steps(data.train, torch_dropout=False))]
-    interleave(contenders, args.repeats, warmup=True)
-    text = table(f"{STEPS} training steps of cpu-best (batch 128 and its outlier quarter)", contenders,
-                 contenders[0].name)
-    return text + "\n- timed: the steps alone, after one untimed warm-up run each; a fresh model each run\n"
-
-
 # --- prediction --------------------------------------------------------------------------
 
 def process_seconds(command: Sequence[str]) -> float:
@@ -441,15 +391,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
               f"- {args.repeats} interleaved repetitions per group; medians\n"]
     print("\n".join(report), flush=True)
     with tempfile.TemporaryDirectory(prefix="digits-speed-") as tmp:
-        kaggle = load_kaggle(data_dir) if groups & {"mlp", "predict", "step"} else None
+        kaggle = load_kaggle(data_dir) if groups & {"mlp", "predict"} else None
         if "mlp" in groups:
             report.append(bench_mlp(kaggle, args, Path(tmp)))
         if "cnn" in groups:
             report.append(bench_cnn(data_dir, args))
         if "predict" in groups:
             report.append(bench_predict(kaggle, data_dir, args, Path(tmp)))
-        if "step" in groups:
-            report.append(bench_step(kaggle, args))
     text = "\n".join(report)
     print("\n" + text)
     if not args.no_record:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from digits.models.layers import Dropout
 from digits.models.registry import register_model
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -52,7 +51,7 @@ def keras_convnet(dropout: float = 0.5) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),             # (32, 13, 13)
         nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),            # (64, 5, 5)
-        nn.Flatten(), Dropout(dropout),
+        nn.Flatten(), nn.Dropout(dropout),
         nn.Linear(64 * 5 * 5, 10),
     )
 
@@ -63,8 +62,8 @@ def pytorch_example() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(inplace=True),                               # (32, 26, 26)
         nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),            # (64, 12, 12)
-        Dropout(0.25), nn.Flatten(),
-        nn.Linear(9216, 128), nn.ReLU(inplace=True), Dropout(0.5),
+        nn.Dropout(0.25), nn.Flatten(),
+        nn.Linear(9216, 128), nn.ReLU(inplace=True), nn.Dropout(0.5),
         nn.Linear(128, 10),
     )
 
@@ -90,11 +89,11 @@ def kaggle_cnn(dropout: float = 0.4, width: int = 32, downsample: str = "conv") 
     # Built as the Keras original was: its initialisation and batch-norm defaults.
     net = nn.Sequential(
         *conv_bn(1, a, 3), *conv_bn(a, a, 3),                                    # (a, 24, 24)
-        *down(a), Dropout(dropout),                                              # (a, 12, 12)
+        *down(a), nn.Dropout(dropout),                                           # (a, 12, 12)
         *conv_bn(a, b, 3), *conv_bn(b, b, 3),                                    # (b, 8, 8)
-        *down(b), Dropout(dropout),                                              # (b, 4, 4)
+        *down(b), nn.Dropout(dropout),                                           # (b, 4, 4)
         nn.Flatten(),
-        nn.Linear(b * 4 * 4, 128), nn.ReLU(inplace=True), keras_bn(128, dims=1), Dropout(dropout),
+        nn.Linear(b * 4 * 4, 128), nn.ReLU(inplace=True), keras_bn(128, dims=1), nn.Dropout(dropout),
         nn.Linear(128, 10),
     )
     net.apply(keras_init)
@@ -156,6 +155,6 @@ def resnet(width: int = 32, dropout: float = 0.2) -> nn.Module:
         ResidualBlock(w, w), ResidualBlock(w, w),
         ResidualBlock(w, 2 * w, stride=2), ResidualBlock(2 * w, 2 * w),                      # (2w, 14, 14)
         ResidualBlock(2 * w, 4 * w, stride=2), ResidualBlock(4 * w, 4 * w),                  # (4w, 7, 7)
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(dropout),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
         nn.Linear(4 * w, 10),
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from digits.models.layers import Dropout
 from digits.models.registry import register_model
 
 
@@ -17,7 +16,7 @@ def build_cnn_small(c1: int, c2: int, hidden: int, dropout: float) -> nn.Sequent
     return nn.Sequential(
         nn.Conv2d(1, c1, 3), nn.ReLU(), nn.MaxPool2d(2),        # (N, c1, 13, 13)
         nn.Conv2d(c1, c2, 3), nn.ReLU(), nn.MaxPool2d(2),       # (N, c2, 5, 5)
-        nn.Flatten(), nn.Linear(c2 * 25, hidden), nn.ReLU(), Dropout(dropout),
+        nn.Flatten(), nn.Linear(c2 * 25, hidden), nn.ReLU(), nn.Dropout(dropout),
         nn.Linear(hidden, 10),
     )
 

@@ -29,33 +29,3 @@ def keras_dense_init(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)
         nn.init.zeros_(module.bias)
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` whose mask is drawn from 16-bit slices of 64-bit random words on the CPU.
-
-    Written by hand because the CPU's ``bernoulli_`` draws one random number per element, and
-    that draw was a tenth of kaggle-cnn's whole training step on 2 cores (benchmarks/speed.py,
-    ``--only step``); four elements per 64-bit word draw the same mask far faster. The chance
-    of dropping is ``p`` rounded to 1/65,536, and the kept values are scaled by the inverse of
-    the chance kept, so the expectation stays exact. Elsewhere (CUDA, where ``bernoulli_`` is
-    fast and CUDA graphs capture it; in place; strided views) it is ``nn.Dropout`` itself, and
-    it has no weights, so a run saved with either loads into the other."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (not self.training or self.inplace or x.device.type != "cpu" or not 0.0 < self.p < 1.0
-                or not _dense(x)):
-            return super().forward(x)
-        dropped = round(self.p * 65536)
-        if dropped in (0, 65536):
-            return super().forward(x)
-        n = x.numel()
-        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)  # all 64 bits random
-        draws = words.view(torch.int16)[:n].as_strided(x.size(), x.stride())       # x's own layout
-        keep = (draws >= dropped - 32768).to(x.dtype).mul_(65536 / (65536 - dropped))
-        return x * keep
-
-
-def _dense(x: torch.Tensor) -> bool:
-    """Whether ``x`` is laid out densely, in an order a mask can take over by its strides."""
-    return x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))

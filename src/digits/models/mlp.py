@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from digits.models.layers import Dropout, keras_dense_init
+from digits.models.layers import keras_dense_init
 from digits.models.registry import register_model
 
 
@@ -23,7 +23,7 @@ def build_mlp(hidden: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
     for units in hidden:
         layers += [nn.Linear(width, int(units)), nn.ReLU()]
         if dropout:
-            layers.append(Dropout(dropout))
+            layers.append(nn.Dropout(dropout))
         width = int(units)
     layers.append(nn.Linear(width, 10))
     net = nn.Sequential(*layers)
