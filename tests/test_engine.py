@@ -13,6 +13,7 @@ from test_hardware import AMX_CPU, AVX2_CPU, H100
 
 from digits.data.kaggle import load_kaggle_csv
 from digits.errors import DigitsError, DigitsWarning
+from digits.hardware import hardware
 from digits.models.registry import create_model
 from digits.predict.predictor import Predictor, predict_proba, tta_views
 from digits.presets import list_presets, load_preset, training_plan
@@ -180,6 +181,8 @@ def test_a_preset_gives_its_members_variants_and_fewer_members_where_an_epoch_ta
     assert preset.variants == ({}, {"augment": {"erasing": 0.5}})
     assert (preset.members_for(AMX_CPU), preset.members_for(AVX2_CPU)) == (2, 1)
     assert "members" not in preset.settings_for(AVX2_CPU)
+    plan = training_plan(path, device="cpu")  # what `digits train --preset p.toml` trains here
+    assert plan.variants == preset.variants and plan.members == preset.members_for(hardware("cpu"))
     path.write_text('[ensemble]\nvariants = [{ augment = { erasin = 0.5 } }]\n')
     with pytest.raises(DigitsError, match=r"p.toml: \[ensemble\] variant 1: unknown augmentation erasin"):
         load_preset(path)
@@ -188,16 +191,8 @@ def test_a_preset_gives_its_members_variants_and_fewer_members_where_an_epoch_ta
         load_preset(path)
 
 
-def test_cpu_robust_is_two_of_cpu_bests_readers_the_second_also_trained_with_random_erasing():
-    robust, best = load_preset("cpu-robust"), load_preset("cpu-best")
-    assert robust.members_for(AMX_CPU) == 2 and robust.variants == ({}, {"augment": {"erasing": 0.5}})
-    assert robust.config.replace(epochs=best.config.epochs) == best.config  # cpu-best's recipe, fewer epochs
-    spec = training_plan("cpu-robust", device="cpu")
-    assert spec.member_config(1).augment == best.config.augment | {"erasing": 0.5}
-
-
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(DigitsError, match="unknown preset 'turbo'; known presets: cpu-best, cpu-robust, fast"):
+    with pytest.raises(DigitsError, match="unknown preset 'turbo'; known presets: cpu-best, fast"):
         load_preset("turbo")
 
 
